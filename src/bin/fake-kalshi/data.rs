@@ -1,0 +1,137 @@
+//! Deterministic data in the shapes of Kalshi trade-api v2 (after the March 2026
+//! fixed-point migration): series, events and markets generated from their index, so
+//! any page of a million markets is produced on demand without storing anything.
+
+use std::fmt::Write;
+
+/// Ids that try to escape a folder or break a file system, used by `--hostile-ids`.
+pub const HOSTILE_IDS: &[&str] = &[
+    "../../../../tmp/kalshi-escape",
+    "a/b",
+    "a_b",
+    "..",
+    ".",
+    ".hidden",
+    "CON",
+    "nul.txt",
+    "ctl\u{1}\u{1b}[31m\u{7f}x\n",
+    "back\\slash",
+    "市场-ü-😀",
+    "",
+];
+
+/// The size of the data set and its quirks.
+#[derive(Clone, Debug)]
+pub struct DataSet {
+    pub markets: u64,
+    pub events: u64,
+    pub series: u64,
+    pub hostile_ids: bool,
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).expect("a str always serializes")
+}
+
+impl DataSet {
+    pub fn series_ticker(&self, j: u64) -> String {
+        format!("KXS{j:05}")
+    }
+
+    pub fn event_ticker(&self, k: u64) -> String {
+        let series = if self.series == 0 { 0 } else { k % self.series };
+        format!("{}-E{k:06}", self.series_ticker(series))
+    }
+
+    pub fn market_ticker(&self, i: u64) -> String {
+        if self.hostile_ids && (i as usize) < HOSTILE_IDS.len() {
+            return HOSTILE_IDS[i as usize].to_string();
+        }
+        let event = if self.events == 0 { 0 } else { i % self.events };
+        format!("{}-M{i:07}", self.event_ticker(event))
+    }
+
+    /// One market object (about 2 KB, like production).
+    pub fn market(&self, i: u64, out: &mut String) {
+        let event = if self.events == 0 { 0 } else { i % self.events };
+        let event_ticker = self.event_ticker(event);
+        let bid = i * 37 % 98 + 1;
+        let strike = (i % 120) as f64 + 0.5;
+        let _ = write!(
+            out,
+            concat!(
+                r#"{{"ticker":{ticker},"event_ticker":"{ev}","market_type":"binary","#,
+                r#""title":"Will the high temp in NYC be >{strike}° on day {i}? — “quoted” ✓","#,
+                r#""subtitle":"","yes_sub_title":"{strike}° or above","no_sub_title":"below {strike}°","#,
+                r#""created_time":"2024-10-01T12:00:00.000003Z","updated_time":"2024-11-01T12:00:00Z","#,
+                r#""open_time":"2024-11-01T15:00:00Z","close_time":"2024-11-01T04:59:00Z","#,
+                r#""expected_expiration_time":"2024-11-01T14:00:00Z","expiration_time":"2024-11-01T14:00:00Z","#,
+                r#""latest_expiration_time":"2024-12-01T14:00:00Z","settlement_timer_seconds":1800,"#,
+                r#""status":"active","yes_bid_dollars":"0.{bid:02}00","yes_ask_dollars":"0.{ask:02}00","#,
+                r#""no_bid_dollars":"0.{nbid:02}00","no_ask_dollars":"0.{nask:02}00","#,
+                r#""yes_bid_size_fp":"{size}.00","yes_ask_size_fp":"144.00","last_price_dollars":"0.{bid:02}00","#,
+                r#""previous_yes_bid_dollars":"0.1400","previous_yes_ask_dollars":"0.1600","#,
+                r#""previous_price_dollars":"0.1400","volume_fp":"{vol}.00","volume_24h_fp":"201.00","#,
+                r#""open_interest_fp":"98679.00","notional_value_dollars":"1.0000","result":"","#,
+                r#""can_close_early":true,"expiration_value":"","strike_type":"greater","floor_strike":{strike},"#,
+                r#""rules_primary":"If the highest temperature recorded in Central Park, New York for {ev} is greater than {strike}°, then the market resolves to Yes.","#,
+                r#""rules_secondary":"The following market refers to the high temperature reported by the National Weather Service in its Daily Climate Report. Revisions after expiration are not counted. If no report is issued, the market resolves according to the settlement sources of the series.","#,
+                r#""price_level_structure":"linear_cent","price_ranges":[{{"start":"0.0000","end":"1.0000","step":"0.0100"}}],"#,
+                r#""custom_strike":null,"settlement_bounds_type":"default","exchange_index":0,"#,
+                r#""mve_selected_legs":[],"primary_participant_key":"p{i}"}}"#
+            ),
+            ticker = json_str(&self.market_ticker(i)),
+            ev = event_ticker,
+            strike = strike,
+            i = i,
+            bid = bid,
+            ask = bid + 1,
+            nbid = 99 - bid - 1,
+            nask = 99 - bid,
+            size = i % 1000,
+            vol = i * 13 % 1_000_000,
+        );
+    }
+
+    /// One event object.
+    pub fn event(&self, k: u64, out: &mut String) {
+        let series = if self.series == 0 { 0 } else { k % self.series };
+        let _ = write!(
+            out,
+            concat!(
+                r#"{{"event_ticker":"{ev}","series_ticker":"{se}","title":"Highest temperature in NYC on day {k}?","#,
+                r#""sub_title":"On day {k}","collateral_return_type":"","mutually_exclusive":{me},"#,
+                r#""category":"Climate and Weather","strike_date":"2024-11-01T14:00:00Z","strike_period":"","#,
+                r#""available_on_brokers":true,"price_level_structure":"linear_cent","last_updated_ts":"2025-01-01T00:00:00Z"}}"#
+            ),
+            ev = self.event_ticker(k),
+            se = self.series_ticker(series),
+            k = k,
+            me = k.is_multiple_of(2),
+        );
+    }
+
+    /// One series object (about 1.35 KB: 14,000 of them make a ~19 MB `/series`).
+    pub fn series_obj(&self, j: u64, out: &mut String) {
+        let _ = write!(
+            out,
+            concat!(
+                r#"{{"ticker":"{t}","frequency":"daily","title":"Series {j}: highest temperature","#,
+                r#""category":"Climate and Weather","tags":["weather","temperature","daily"],"#,
+                r#""settlement_sources":[{{"name":"National Weather Service","url":"https://www.weather.gov/"}},"#,
+                r#"{{"name":"NOAA Climate Data Online","url":"https://www.ncei.noaa.gov/cdo-web/"}}],"#,
+                r#""contract_url":"https://kalshi-public-docs.s3.amazonaws.com/regulatory/product-certifications/{t}.pdf","#,
+                r#""contract_terms_url":"https://kalshi-public-docs.s3.amazonaws.com/contract_terms/{t}.pdf","#,
+                r#""fee_type":"quadratic","fee_multiplier":1,"additional_prohibitions":["#,
+                r#""Employees of the source agency may not trade this contract.","#,
+                r#""Members with material non-public information about the reading may not trade.","#,
+                r#""Automated trading against the settlement feed during the reporting window is prohibited."],"#,
+                r#""product_metadata":null,"categories":["Climate and Weather"],"#,
+                r#""description":"Daily highest temperature series number {j}, settled on the official daily climate report; padding text keeps the object near the production average size of about thirteen hundred and fifty bytes, which is what fourteen thousand series in a nineteen megabyte response work out to; the real objects carry longer rules, tags and source lists than the small samples show.","#,
+                r#""last_updated_ts":"2025-01-01T00:00:00Z","exchange_index":0}}"#
+            ),
+            t = self.series_ticker(j),
+            j = j,
+        );
+    }
+}

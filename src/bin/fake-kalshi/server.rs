@@ -1,0 +1,485 @@
+//! The HTTP side of the fake: a thread per connection, HTTP/1.1 keep-alive, routing,
+//! paging and fault injection.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::data::DataSet;
+
+const PREFIX: &str = "/trade-api/v2";
+
+/// A kind of injected fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    Status500,
+    Status502,
+    Status503,
+    TooMany,
+    Stall,
+    Reset,
+    Truncate,
+    Html,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 8] = [
+        FaultKind::Status500,
+        FaultKind::Status502,
+        FaultKind::Status503,
+        FaultKind::TooMany,
+        FaultKind::Stall,
+        FaultKind::Reset,
+        FaultKind::Truncate,
+        FaultKind::Html,
+    ];
+
+    pub fn parse(s: &str) -> Option<FaultKind> {
+        Some(match s.trim() {
+            "500" => FaultKind::Status500,
+            "502" => FaultKind::Status502,
+            "503" => FaultKind::Status503,
+            "429" => FaultKind::TooMany,
+            "stall" => FaultKind::Stall,
+            "reset" => FaultKind::Reset,
+            "truncate" => FaultKind::Truncate,
+            "html" => FaultKind::Html,
+            _ => return None,
+        })
+    }
+}
+
+/// Everything the fake can be told.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub port: u16,
+    pub data: DataSet,
+    pub overlap: u64,
+    pub cursor_loop_at: Option<u64>,
+    pub fault_rate: f64,
+    pub faults: Vec<FaultKind>,
+    pub seed: u64,
+    pub faults_after: u64,
+    pub stall: Duration,
+    pub outage_after: Option<u64>,
+    pub outage: Option<Duration>,
+    pub rate_limit: Option<f64>,
+    pub retry_after: Option<String>,
+    pub request_log: Option<PathBuf>,
+}
+
+struct State {
+    options: Options,
+    requests: AtomicU64,
+    outage_started: Mutex<Option<Instant>>,
+    bucket: Mutex<(f64, Instant)>,
+    log: Option<Mutex<File>>,
+}
+
+/// What to send back for one request.
+enum Reply {
+    Json(u16, String),
+    Raw {
+        status: u16,
+        content_type: &'static str,
+        body: String,
+        extra_headers: Vec<(String, String)>,
+        /// Send only this many bytes of the body, then close (a truncated transfer).
+        cut_at: Option<usize>,
+    },
+    /// Close the connection without answering.
+    Reset,
+    /// Hold the connection open, then close it without answering.
+    Stall(Duration),
+}
+
+pub fn serve(options: Options) -> std::io::Result<()> {
+    let listener = TcpListener::bind(("127.0.0.1", options.port))?;
+    let port = listener.local_addr()?.port();
+    let log = match &options.request_log {
+        Some(path) => Some(Mutex::new(
+            File::options().create(true).append(true).open(path)?,
+        )),
+        None => None,
+    };
+    let state = Arc::new(State {
+        bucket: Mutex::new((options.rate_limit.unwrap_or(0.0), Instant::now())),
+        options,
+        requests: AtomicU64::new(0),
+        outage_started: Mutex::new(None),
+        log,
+    });
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "http://127.0.0.1:{port}{PREFIX}")?;
+        out.flush()?;
+    }
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let state = Arc::clone(&state);
+        std::thread::spawn(move || {
+            let _ = handle_connection(stream, &state);
+        });
+    }
+    Ok(())
+}
+
+fn handle_connection(stream: TcpStream, state: &State) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header)? == 0 {
+                return Ok(());
+            }
+            if header == "\r\n" || header == "\n" {
+                break;
+            }
+        }
+        let target = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .to_string();
+        let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        let reply = respond(state, n, &target);
+        log_request(state, n, &target, &reply);
+        match reply {
+            Reply::Json(status, body) => {
+                write_response(&mut writer, status, "application/json", &body, &[], None)?
+            }
+            Reply::Raw {
+                status,
+                content_type,
+                body,
+                extra_headers,
+                cut_at,
+            } => {
+                write_response(
+                    &mut writer,
+                    status,
+                    content_type,
+                    &body,
+                    &extra_headers,
+                    cut_at,
+                )?;
+                if cut_at.is_some() {
+                    return Ok(());
+                }
+            }
+            Reply::Reset => return Ok(()),
+            Reply::Stall(d) => {
+                std::thread::sleep(d);
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn write_response(
+    w: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &str,
+    extra: &[(String, String)],
+    cut_at: Option<usize>,
+) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    };
+    let mut head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: keep-alive\r\n",
+        body.len()
+    );
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    w.write_all(head.as_bytes())?;
+    let bytes = body.as_bytes();
+    let bytes = &bytes[..cut_at.unwrap_or(bytes.len()).min(bytes.len())];
+    w.write_all(bytes)?;
+    w.flush()
+}
+
+fn log_request(state: &State, n: u64, target: &str, reply: &Reply) {
+    let Some(log) = &state.log else { return };
+    let outcome = match reply {
+        Reply::Json(status, _) => status.to_string(),
+        Reply::Raw {
+            status,
+            cut_at: Some(_),
+            ..
+        } => format!("{status}-truncated"),
+        Reply::Raw {
+            status,
+            content_type,
+            ..
+        } if content_type.starts_with("text/html") => {
+            format!("{status}-html")
+        }
+        Reply::Raw { status, .. } => status.to_string(),
+        Reply::Reset => "reset".to_string(),
+        Reply::Stall(_) => "stall".to_string(),
+    };
+    let mut file = log.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = writeln!(file, "{n} {target} {outcome}");
+}
+
+/// A deterministic pseudo-random number in [0, 1) for request `n`.
+fn draw(seed: u64, n: u64, salt: u64) -> f64 {
+    let mut x = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(n.wrapping_mul(0xBF58_476D_1CE4_E5B9))
+        .wrapping_add(salt);
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn respond(state: &State, n: u64, target: &str) -> Reply {
+    let o = &state.options;
+    if let Some(after) = o.outage_after
+        && n > after
+    {
+        let mut started = state
+            .outage_started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let since = *started.get_or_insert_with(Instant::now);
+        if o.outage.is_none_or(|len| since.elapsed() < len) {
+            return Reply::Reset;
+        }
+    }
+    if let Some(rps) = o.rate_limit {
+        let mut bucket = state.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, last) = *bucket;
+        let now = Instant::now();
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * rps).min(rps.max(1.0));
+        if tokens < 1.0 {
+            *bucket = (tokens, now);
+            return too_many(o);
+        }
+        *bucket = (tokens - 1.0, now);
+    }
+    if n > o.faults_after && !o.faults.is_empty() && draw(o.seed, n, 1) < o.fault_rate {
+        let pick = (draw(o.seed, n, 2) * o.faults.len() as f64) as usize;
+        let kind = o.faults[pick.min(o.faults.len() - 1)];
+        return inject(state, kind, target);
+    }
+    route(state, target)
+}
+
+fn too_many(o: &Options) -> Reply {
+    Reply::Raw {
+        status: 429,
+        content_type: "application/json",
+        body: r#"{"error":"too many requests"}"#.to_string(),
+        extra_headers: o
+            .retry_after
+            .iter()
+            .map(|v| ("Retry-After".to_string(), v.clone()))
+            .collect(),
+        cut_at: None,
+    }
+}
+
+fn inject(state: &State, kind: FaultKind, target: &str) -> Reply {
+    let error = |status: u16| {
+        Reply::Json(
+            status,
+            format!(
+                r#"{{"error":{{"code":"internal","message":"injected {status}","service":"fake"}}}}"#
+            ),
+        )
+    };
+    match kind {
+        FaultKind::Status500 => error(500),
+        FaultKind::Status502 => error(502),
+        FaultKind::Status503 => error(503),
+        FaultKind::TooMany => too_many(&state.options),
+        FaultKind::Stall => Reply::Stall(state.options.stall),
+        FaultKind::Reset => Reply::Reset,
+        FaultKind::Html => Reply::Raw {
+            status: 200,
+            content_type: "text/html",
+            body: "<html><body><h1>502 Bad Gateway</h1></body></html>".to_string(),
+            extra_headers: vec![],
+            cut_at: None,
+        },
+        FaultKind::Truncate => match route(state, target) {
+            Reply::Json(200, body) => {
+                let cut = body.len() / 2;
+                Reply::Raw {
+                    status: 200,
+                    content_type: "application/json",
+                    body,
+                    extra_headers: vec![],
+                    cut_at: Some(cut),
+                }
+            }
+            other => other,
+        },
+    }
+}
+
+fn error_reply(status: u16, code: &str, message: &str) -> Reply {
+    Reply::Json(
+        status,
+        format!(
+            r#"{{"error":{{"code":"{code}","message":{},"service":"fake"}}}}"#,
+            serde_json::to_string(message).unwrap_or_default()
+        ),
+    )
+}
+
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+fn route(state: &State, target: &str) -> Reply {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let Some(path) = path.strip_prefix(PREFIX) else {
+        return error_reply(404, "not_found", "unknown path");
+    };
+    let data = &state.options.data;
+    match path {
+        "/series" => {
+            let mut body = String::with_capacity(data.series as usize * 1400 + 32);
+            body.push_str(r#"{"series":["#);
+            for j in 0..data.series {
+                if j > 0 {
+                    body.push(',');
+                }
+                data.series_obj(j, &mut body);
+            }
+            body.push_str("]}");
+            Reply::Json(200, body)
+        }
+        "/events" => page(state, query, "events", data.events, 200, |k, out| {
+            data.event(k, out)
+        }),
+        "/markets" => page(state, query, "markets", data.markets, 1000, |i, out| {
+            data.market(i, out)
+        }),
+        _ => error_reply(404, "not_found", "unknown path"),
+    }
+}
+
+fn cursor_for(offset: u64) -> String {
+    format!("c{:x}", offset.wrapping_mul(2654435761) ^ 0x5eed)
+}
+
+fn offset_of(cursor: &str, total: u64) -> Option<u64> {
+    let hex = cursor.strip_prefix('c')?;
+    let mixed = u64::from_str_radix(hex, 16).ok()? ^ 0x5eed;
+    // Invert the multiplication by scanning is too slow; keep an inverse instead.
+    let offset = mixed.wrapping_mul(MULT_INVERSE);
+    (offset <= total).then_some(offset)
+}
+
+/// The multiplicative inverse of 2654435761 modulo 2^64.
+const MULT_INVERSE: u64 = {
+    let a: u64 = 2654435761;
+    let mut x: u64 = 1;
+    let mut i = 0;
+    while i < 6 {
+        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+};
+
+fn page(
+    state: &State,
+    query: &str,
+    key: &str,
+    total: u64,
+    max: u64,
+    item: impl Fn(u64, &mut String),
+) -> Reply {
+    let limit = match query_param(query, "limit") {
+        None => 100,
+        Some(v) => match v.parse::<u64>() {
+            Ok(l) if (1..=max).contains(&l) => l,
+            _ => {
+                return error_reply(
+                    400,
+                    "invalid_parameters",
+                    &format!("limit must be 1..{max}"),
+                );
+            }
+        },
+    };
+    let offset = match query_param(query, "cursor").filter(|c| !c.is_empty()) {
+        None => 0,
+        Some(c) => match offset_of(c, total) {
+            Some(o) => o,
+            None => return error_reply(400, "invalid_cursor", "bad cursor"),
+        },
+    };
+    let o = &state.options;
+    let start = if offset > 0 {
+        offset.saturating_sub(o.overlap)
+    } else {
+        0
+    };
+    let end = (offset + limit).min(total);
+    let mut body = String::with_capacity(((end - start) as usize) * 2200 + 64);
+    body.push_str(&format!(r#"{{"{key}":["#));
+    for i in start..end {
+        if i > start {
+            body.push(',');
+        }
+        item(i, &mut body);
+    }
+    body.push(']');
+    if key == "events" {
+        body.push_str(r#","milestones":[]"#);
+    }
+    let page_number = offset / limit + 1;
+    let next = match o.cursor_loop_at {
+        Some(p) if page_number >= p => cursor_for((p - 1) * limit + limit),
+        _ if end < total => cursor_for(end),
+        _ => String::new(),
+    };
+    body.push_str(&format!(r#","cursor":"{next}"}}"#));
+    Reply::Json(200, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip() {
+        for offset in [0, 1, 1000, 999_000, 7_700_000] {
+            assert_eq!(offset_of(&cursor_for(offset), 10_000_000), Some(offset));
+        }
+        assert_eq!(offset_of("zzz", 10), None);
+    }
+}

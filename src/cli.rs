@@ -1,0 +1,387 @@
+//! The command line: the help text, parsing into raw [`Args`] (no I/O), and validation
+//! into a [`Command`] with its configuration.
+//!
+//! Kept apart from `main.rs` (the house style puts these in main) because the flag set
+//! is large enough that main would no longer read at a glance.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::plan::{self, EndpointSpec};
+
+/// The production API, used when neither `--base-url` nor `KALSHI_BASE_URL` is set.
+pub(crate) const DEFAULT_BASE_URL: &str = "https://api.elections.kalshi.com/trade-api/v2";
+
+pub(crate) const HELP: &str = "\
+kalshi-ingest: download Kalshi's public market data into plain files
+
+USAGE:
+    kalshi-ingest [run] [OPTIONS]
+
+    Runs each planned endpoint to completion, one at a time, and writes every record
+    as one JSON file inside a new run folder kalshi_atomic_ingestion_YYYYMMDD_HHMMSS/.
+
+OPTIONS:
+    --base-url URL        API base URL (http:// or https://; a trailing slash is
+                          ignored) [default: https://api.elections.kalshi.com/trade-api/v2]
+    --out DIR             Folder in which the run folder is created; created if
+                          missing [default: .]
+    --endpoints LIST      Comma-separated endpoints to fetch, in order: series, events,
+                          markets, or all [default: series,events,markets]
+    --timeout DURATION    Longest wait to connect or for any read before a request
+                          counts as stalled, e.g. 60s, 500ms, 2m [default: 60s]
+    --max-body-mb N       Largest response body accepted, in MiB [default: 256]
+    -v, --verbose         More log detail on stderr: -v info, -vv debug, -vvv trace
+    -q, --quiet           Only errors on stderr
+    -h, --help            Print this help
+    -V, --version         Print the version
+
+ENVIRONMENT:
+    KALSHI_BASE_URL       Base URL when --base-url is not given
+    RUST_LOG              Overrides the stderr log filter (e.g. RUST_LOG=debug)
+
+OUTPUT:
+    <out>/kalshi_atomic_ingestion_YYYYMMDD_HHMMSS/
+        atomic_ingestion.log                        every log line, timestamped
+        atomic_session_summary_YYYYMMDD_HHMMSS.json counts and status per endpoint
+        <endpoint>/batch_NNNN/NNNNNNN_<id>.json     one record per file, 1,000 a folder
+    Folders ending in .partial are being written: readers must ignore them.
+    stdout carries nothing but the run folder's path, printed at the end.
+    Logs and errors go to stderr.
+
+EXIT STATUS:
+    0    every planned endpoint is complete
+    1    the run finished and wrote its summary, but an endpoint is incomplete
+    2    usage or configuration error, or a fatal error (e.g. the run folder cannot
+         be created)
+";
+
+/// Flags exactly as given, before validation.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Args {
+    pub(crate) help: bool,
+    pub(crate) version: bool,
+    pub(crate) command: Option<String>,
+    pub(crate) base_url: Option<String>,
+    pub(crate) out: Option<PathBuf>,
+    pub(crate) endpoints: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) max_body_mb: Option<String>,
+    pub(crate) verbose: u8,
+    pub(crate) quiet: bool,
+}
+
+/// What to do, fully validated.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Help,
+    Version,
+    Run(RunConfig),
+}
+
+/// Everything a run needs to know.
+#[derive(Debug, Clone)]
+pub(crate) struct RunConfig {
+    pub(crate) base_url: String,
+    pub(crate) out: PathBuf,
+    pub(crate) endpoints: Vec<EndpointSpec>,
+    pub(crate) timeout: Duration,
+    pub(crate) max_body_bytes: u64,
+    /// -1 quiet, 0 default, 1.. more verbose.
+    pub(crate) verbosity: i8,
+}
+
+/// Parses the arguments (without the program name). No I/O.
+pub(crate) fn parse_args(raw: Vec<OsString>) -> Result<Args, Error> {
+    let mut p = pico_args::Arguments::from_vec(raw);
+    let mut args = Args {
+        help: p.contains(["-h", "--help"]),
+        version: p.contains(["-V", "--version"]),
+        ..Args::default()
+    };
+    if args.help || args.version {
+        return Ok(args);
+    }
+    let bad = |e: pico_args::Error| Error::Usage(describe_pico_error(e));
+    args.base_url = p.opt_value_from_str("--base-url").map_err(bad)?;
+    args.out = p
+        .opt_value_from_os_str("--out", |s| Ok::<_, String>(PathBuf::from(s)))
+        .map_err(bad)?;
+    args.endpoints = p.opt_value_from_str("--endpoints").map_err(bad)?;
+    args.timeout = p.opt_value_from_str("--timeout").map_err(bad)?;
+    args.max_body_mb = p.opt_value_from_str("--max-body-mb").map_err(bad)?;
+    for (flag, count) in [("-vvv", 3), ("-vv", 2), ("-v", 1), ("--verbose", 1)] {
+        while p.contains(flag) {
+            args.verbose = args.verbose.saturating_add(count);
+        }
+    }
+    args.quiet = p.contains(["-q", "--quiet"]);
+    let rest = p.finish();
+    let mut rest = rest.into_iter();
+    if let Some(first) = rest.next() {
+        let first = first.to_string_lossy().into_owned();
+        if first.starts_with('-') {
+            return Err(Error::Usage(format!(
+                "unknown flag {first} (see kalshi-ingest --help)"
+            )));
+        }
+        args.command = Some(first);
+    }
+    if let Some(extra) = rest.next() {
+        return Err(Error::Usage(format!(
+            "unexpected argument {} (see kalshi-ingest --help)",
+            extra.to_string_lossy()
+        )));
+    }
+    Ok(args)
+}
+
+fn describe_pico_error(e: pico_args::Error) -> String {
+    match e {
+        pico_args::Error::OptionWithoutAValue(flag) => {
+            format!("{flag} needs a value (see kalshi-ingest --help)")
+        }
+        pico_args::Error::Utf8ArgumentParsingFailed { value, .. } => {
+            format!("argument {value:?} is not valid UTF-8")
+        }
+        other => format!("{other} (see kalshi-ingest --help)"),
+    }
+}
+
+impl Command {
+    /// Validates raw arguments. `env_base_url` is `KALSHI_BASE_URL`, passed in so this
+    /// stays free of I/O.
+    pub(crate) fn from_args(args: Args, env_base_url: Option<String>) -> Result<Command, Error> {
+        if args.help {
+            return Ok(Command::Help);
+        }
+        if args.version {
+            return Ok(Command::Version);
+        }
+        match args.command.as_deref() {
+            None | Some("run") => {}
+            Some(other) => {
+                return Err(Error::Usage(format!(
+                    "unknown command {other:?} (the only command is run; see kalshi-ingest --help)"
+                )));
+            }
+        }
+        if args.quiet && args.verbose > 0 {
+            return Err(Error::Usage(
+                "-q/--quiet and -v/--verbose contradict each other: give one".into(),
+            ));
+        }
+        let base_url = match args.base_url {
+            Some(url) => validate_base_url("--base-url", &url)?,
+            None => match env_base_url.filter(|v| !v.is_empty()) {
+                Some(url) => validate_base_url("KALSHI_BASE_URL", &url)?,
+                None => DEFAULT_BASE_URL.to_string(),
+            },
+        };
+        let endpoints = plan::parse_endpoint_list(
+            args.endpoints.as_deref().unwrap_or(plan::DEFAULT_ENDPOINTS),
+        )?;
+        let timeout = match &args.timeout {
+            Some(text) => parse_duration("--timeout", text)?,
+            None => Duration::from_secs(60),
+        };
+        if timeout.is_zero() {
+            return Err(Error::Usage(
+                "--timeout must be above zero, e.g. 60s".into(),
+            ));
+        }
+        let max_body_bytes = match &args.max_body_mb {
+            Some(text) => {
+                let mb: u64 = text
+                    .parse()
+                    .ok()
+                    .filter(|mb| (1..=65_536).contains(mb))
+                    .ok_or_else(|| {
+                        Error::Usage(format!(
+                            "--max-body-mb {text:?}: expected a whole number of MiB from 1 to 65536"
+                        ))
+                    })?;
+                mb * 1024 * 1024
+            }
+            None => 256 * 1024 * 1024,
+        };
+        let verbosity = if args.quiet {
+            -1
+        } else {
+            i8::try_from(args.verbose).unwrap_or(i8::MAX)
+        };
+        Ok(Command::Run(RunConfig {
+            base_url,
+            out: args.out.unwrap_or_else(|| PathBuf::from(".")),
+            endpoints,
+            timeout,
+            max_body_bytes,
+            verbosity,
+        }))
+    }
+}
+
+/// Checks the scheme and host of a base URL and drops trailing slashes.
+fn validate_base_url(source: &str, url: &str) -> Result<String, Error> {
+    let trimmed = url.trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"));
+    let host = rest.map(|r| r.split('/').next().unwrap_or(""));
+    match host {
+        Some(host) if !host.is_empty() && !trimmed.contains(['?', '#', ' ']) => {
+            Ok(trimmed.to_string())
+        }
+        _ => Err(Error::Usage(format!(
+            "{source} {url:?}: expected an http:// or https:// URL with a host and no query, \
+             e.g. {DEFAULT_BASE_URL}"
+        ))),
+    }
+}
+
+/// Parses `250ms`, `60s`, `60` (seconds), `2m` or `1h`.
+pub(crate) fn parse_duration(flag: &str, text: &str) -> Result<Duration, Error> {
+    let bad = || {
+        Error::Usage(format!(
+            "{flag} {text:?}: expected a duration like 500ms, 60s, 2m or 1h"
+        ))
+    };
+    let text_trim = text.trim();
+    let split = text_trim
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text_trim.len());
+    let (number, unit) = text_trim.split_at(split);
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    let seconds = number * scale;
+    if !seconds.is_finite() || !(0.0..=7.0 * 86_400.0).contains(&seconds) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, Error> {
+        let raw = args.iter().map(OsString::from).collect();
+        Command::from_args(parse_args(raw)?, None)
+    }
+
+    fn run_config(args: &[&str]) -> RunConfig {
+        match parse(args).expect("valid") {
+            Command::Run(c) => c,
+            other => panic!("expected run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = run_config(&[]);
+        assert_eq!(c.base_url, DEFAULT_BASE_URL);
+        assert_eq!(c.out, PathBuf::from("."));
+        assert_eq!(c.endpoints.len(), 3);
+        assert_eq!(c.timeout, Duration::from_secs(60));
+        assert_eq!(c.verbosity, 0);
+    }
+
+    #[test]
+    fn flags_parse_with_space_or_equals() {
+        let c = run_config(&[
+            "run",
+            "--base-url=http://127.0.0.1:9/v2/",
+            "--out",
+            "/tmp/x",
+            "--endpoints",
+            "markets",
+            "--timeout=250ms",
+            "-vv",
+        ]);
+        assert_eq!(c.base_url, "http://127.0.0.1:9/v2");
+        assert_eq!(c.out, PathBuf::from("/tmp/x"));
+        assert_eq!(c.endpoints[0].name, "markets");
+        assert_eq!(c.timeout, Duration::from_millis(250));
+        assert_eq!(c.verbosity, 2);
+    }
+
+    #[test]
+    fn env_base_url_is_used_and_checked() {
+        let raw = vec![];
+        let cmd = Command::from_args(parse_args(raw).expect("ok"), Some("http://h:1/".into()));
+        assert!(matches!(cmd, Ok(Command::Run(c)) if c.base_url == "http://h:1"));
+        let bad = Command::from_args(Args::default(), Some("h:1".into()));
+        assert!(
+            bad.expect_err("no scheme")
+                .to_string()
+                .contains("KALSHI_BASE_URL")
+        );
+    }
+
+    #[test]
+    fn bad_input_is_one_clear_line() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--bogus"], "unknown flag --bogus"),
+            (&["--out"], "--out needs a value"),
+            (
+                &["--base-url", "api.kalshi.com"],
+                "expected an http:// or https:// URL",
+            ),
+            (&["--base-url", "https://"], "expected an http"),
+            (
+                &["--endpoints", "markets,nope"],
+                "unknown endpoint \"nope\"",
+            ),
+            (&["--timeout", "soon"], "expected a duration"),
+            (&["--timeout", "0s"], "above zero"),
+            (&["--max-body-mb", "0"], "whole number of MiB"),
+            (&["fetch"], "unknown command \"fetch\""),
+            (&["run", "extra"], "unexpected argument extra"),
+            (&["-q", "-v"], "contradict"),
+        ];
+        for (args, want) in cases {
+            let err = parse(args).expect_err("must fail");
+            assert_eq!(err.exit_code(), crate::error::EXIT_FATAL);
+            let text = err.to_string();
+            assert!(text.contains(want), "{args:?}: {text:?} lacks {want:?}");
+            assert!(!text.contains('\n'), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn help_and_version_win() {
+        assert!(matches!(parse(&["--bogus", "-h"]), Ok(Command::Help)));
+        assert!(matches!(parse(&["-V"]), Ok(Command::Version)));
+    }
+
+    /// Every long flag in HELP parses, and every flag the parser knows is in HELP.
+    #[test]
+    fn help_lists_exactly_the_parsed_flags() {
+        let src = include_str!("cli.rs");
+        let parser = &src[src.find("pub(crate) fn parse_args").expect("has parser")
+            ..src.find("fn describe_pico_error").expect("has helper")];
+        let mut parsed: Vec<&str> = parser
+            .split('"')
+            .filter(|s| s.starts_with("--") && s.len() > 2)
+            .collect();
+        parsed.sort_unstable();
+        parsed.dedup();
+        let mut documented: Vec<&str> = HELP
+            .split_whitespace()
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(|w| w.trim_end_matches([',', '.']))
+            .filter(|w| !w.contains('='))
+            .collect();
+        documented.sort_unstable();
+        documented.dedup();
+        assert_eq!(parsed, documented);
+    }
+}

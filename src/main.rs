@@ -1,0 +1,62 @@
+//! kalshi-ingest: downloads Kalshi's public market data into plain files.
+//!
+//! `main` only parses the command line, sets up logging, calls the command and maps
+//! its outcome to an exit status (see `cli::HELP`, EXIT STATUS). Logging levels:
+//! error = gave up on an endpoint or the run; warn = a retry or an odd record;
+//! info = run and endpoint milestones; debug = each request; trace = detail.
+
+mod cli;
+mod client;
+mod error;
+mod logger;
+mod page;
+mod plan;
+mod record;
+mod run;
+mod store;
+mod summary;
+mod timestamp;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use cli::Command;
+
+fn main() -> ExitCode {
+    let raw = std::env::args_os().skip(1).collect();
+    let env_base_url = std::env::var("KALSHI_BASE_URL").ok();
+    let command = match cli::parse_args(raw).and_then(|args| Command::from_args(args, env_base_url))
+    {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("kalshi-ingest: error: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    match command {
+        Command::Help => print_stdout(cli::HELP),
+        Command::Version => print_stdout(&format!("kalshi-ingest {}\n", env!("CARGO_PKG_VERSION"))),
+        Command::Run(config) => {
+            logger::init(config.verbosity);
+            match run::run(&config) {
+                Ok(outcome) => {
+                    log::logger().flush();
+                    print_stdout(&format!("{}\n", outcome.run_dir.display()));
+                    ExitCode::from(outcome.exit_code)
+                }
+                Err(e) => {
+                    log::error!("{e}");
+                    log::logger().flush();
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+    }
+}
+
+/// Writes to stdout; a closed pipe is not an error worth reporting.
+fn print_stdout(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    ExitCode::SUCCESS
+}

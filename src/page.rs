@@ -1,0 +1,191 @@
+//! Parsing one list response: the array of records and the next cursor.
+//!
+//! The body is parsed once, element by element, into borrowed [`RawValue`] slices of
+//! the body (no document tree: a 19 MB `/series` response costs its bytes plus 16
+//! bytes per element). A page is accepted whole or rejected whole, so a truncated or
+//! malformed body never yields a partial set of records.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// One parsed list response.
+#[derive(Debug)]
+pub(crate) struct Page<'a> {
+    /// The array elements, each exactly as the server sent it.
+    pub(crate) records: Vec<&'a RawValue>,
+    /// The next page's cursor; `None` when missing, `null` or `""` (the end).
+    pub(crate) cursor: Option<String>,
+}
+
+/// Parses `body` as an object holding `array_key` (an array) and an optional `cursor`.
+/// Other top-level keys (`milestones`, anything new) are ignored.
+pub(crate) fn parse_page<'a>(body: &'a [u8], array_key: &str) -> Result<Page<'a>, String> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let page = PageSeed { array_key }
+        .deserialize(&mut de)
+        .map_err(|e| describe_json_error(&e, body))?;
+    de.end().map_err(|e| describe_json_error(&e, body))?;
+    Ok(page)
+}
+
+/// A one-line explanation of why a body is not the JSON we expect, naming what it looks
+/// like when it is obviously something else (an HTML error page, an empty body).
+pub(crate) fn describe_json_error(err: &serde_json::Error, body: &[u8]) -> String {
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map(|i| &body[i..])
+        .unwrap_or(&[]);
+    if start.is_empty() {
+        return "empty body".to_string();
+    }
+    if start.first() == Some(&b'<') {
+        return format!("body is HTML or XML, not JSON ({} bytes)", body.len());
+    }
+    if err.is_eof() {
+        return format!("body ends early: truncated JSON ({} bytes)", body.len());
+    }
+    format!("{err} ({} bytes)", body.len())
+}
+
+struct PageSeed<'k> {
+    array_key: &'k str,
+}
+
+impl<'de> DeserializeSeed<'de> for PageSeed<'_> {
+    type Value = Page<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Page<'de>, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PageSeed<'_> {
+    type Value = Page<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an object with a \"{}\" array", self.array_key)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Page<'de>, A::Error> {
+        let mut records = None;
+        let mut cursor = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == self.array_key {
+                records = Some(map.next_value_seed(RecordsSeed {
+                    array_key: self.array_key,
+                })?);
+            } else if key == "cursor" {
+                let value: Option<&'de RawValue> = map.next_value()?;
+                cursor = match value.map(RawValue::get) {
+                    None | Some("null") => None,
+                    Some(text) => {
+                        let parsed: String = serde_json::from_str(text).map_err(|_| {
+                            de::Error::custom(format!("cursor is not a string: {text:.80}"))
+                        })?;
+                        Some(parsed).filter(|c| !c.is_empty())
+                    }
+                };
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        let records = records.ok_or_else(|| {
+            de::Error::custom(format!("missing the \"{}\" array", self.array_key))
+        })?;
+        Ok(Page { records, cursor })
+    }
+}
+
+/// The records array: each element borrowed as raw JSON. `null` counts as empty (the
+/// API sends it for empty lists); any other non-array is an error naming the key.
+struct RecordsSeed<'k> {
+    array_key: &'k str,
+}
+
+impl<'de> DeserializeSeed<'de> for RecordsSeed<'_> {
+    type Value = Vec<&'de RawValue>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RecordsSeed<'_> {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "\"{}\" to be an array", self.array_key)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(item) = seq.next_element::<&'de RawValue>()? {
+            items.push(item);
+        }
+        Ok(items)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_records_cursor_and_ignores_other_keys() {
+        let body = br#"{"markets":[{"ticker":"A"}, {"ticker":"B","x":[1,2]}],"milestones":[{"m":1}],"cursor":"abc"}"#;
+        let page = parse_page(body, "markets").expect("valid page");
+        assert_eq!(page.records.len(), 2);
+        assert_eq!(page.records[1].get(), r#"{"ticker":"B","x":[1,2]}"#);
+        assert_eq!(page.cursor.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn end_of_pages_is_missing_null_or_empty_cursor() {
+        for body in [
+            &br#"{"events":[]}"#[..],
+            br#"{"events":[],"cursor":null}"#,
+            br#"{"cursor":"","events":[]}"#,
+        ] {
+            let page = parse_page(body, "events").expect("valid page");
+            assert_eq!(page.cursor, None);
+        }
+    }
+
+    #[test]
+    fn null_array_is_empty() {
+        let page = parse_page(br#"{"series":null}"#, "series").expect("valid page");
+        assert!(page.records.is_empty());
+    }
+
+    #[test]
+    fn rejects_wrong_shapes_with_a_reason() {
+        let cases: [(&[u8], &str); 7] = [
+            (br#"{"cursor":""}"#, "missing the \"markets\" array"),
+            (
+                br#"{"markets":{"a":1}}"#,
+                "expected \"markets\" to be an array",
+            ),
+            (br#"{"markets":[],"cursor":5}"#, "cursor is not a string"),
+            (br#"{"markets":[{"ticker":"A"},"#, "truncated"),
+            (b"<html><body>502 Bad Gateway</body></html>", "HTML"),
+            (b"", "empty body"),
+            (br#"[1,2]"#, "expected"),
+        ];
+        for (body, want) in cases {
+            let err = parse_page(body, "markets").expect_err("must be rejected");
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_trailing_garbage() {
+        assert!(parse_page(br#"{"markets":[]} x"#, "markets").is_err());
+    }
+}

@@ -1,0 +1,436 @@
+//! Records: identity, canonical hash, envelope bytes, and the deduplication index.
+//!
+//! A record is one element of an endpoint's array, kept exactly as the server sent it
+//! (only whitespace between tokens is dropped, so every envelope fits on one line).
+//!
+//! # `record_hash`
+//! `record_hash` is the lowercase hex SHA-256 of the *canonical JSON* of `data`:
+//! object keys sorted by code point, no whitespace, `,` and `:` separators, strings in
+//! UTF-8 with only `"`, `\` and control characters escaped (`\n`, `\t`, ... and `\u00XX`
+//! with lowercase hex), integers as written (`-0` becomes `0`), other numbers in their
+//! shortest round-trip form (`1.5`, `100000.0`, `1e+16`, `1.5e-05`). This is exactly what
+//! Python's `json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`
+//! prints, so anyone can recompute a hash with the one-liner in README.md.
+//!
+//! # Deduplication
+//! [`DedupIndex`] keeps the first 128 bits of every stored record's hash (16 bytes per
+//! record): the only memory that grows with the number of records.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+/// The version of the envelope layout written into every record (`schema_version`).
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+/// A SHA-256 digest of a record's canonical JSON.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct RecordHash(pub(crate) [u8; 32]);
+
+impl RecordHash {
+    /// Lowercase hex, as written in `record_hash`.
+    pub(crate) fn to_hex(self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(64);
+        for byte in self.0 {
+            out.push(HEX[usize::from(byte >> 4)] as char);
+            out.push(HEX[usize::from(byte & 0xf)] as char);
+        }
+        out
+    }
+
+    /// The first 128 bits, the key of the deduplication index.
+    fn prefix(self) -> u128 {
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&self.0[..16]);
+        u128::from_le_bytes(first)
+    }
+}
+
+/// One record ready to be placed in a batch: identity, hash and the data bytes.
+#[derive(Debug)]
+pub(crate) struct Record {
+    /// The record's identifier as the server sent it (`None` when the id field is
+    /// missing or is neither a string nor a number).
+    pub(crate) id: Option<String>,
+    pub(crate) hash: RecordHash,
+    /// The record's JSON exactly as received, minus whitespace between tokens.
+    pub(crate) data: Vec<u8>,
+    /// `YYYYMMDD_HHMMSS` of the moment the page holding it was received.
+    pub(crate) ingestion_time: String,
+}
+
+/// Hashes one raw array element and extracts its id. Reuses `scratch` for the
+/// canonical bytes so that hashing a page allocates little.
+pub(crate) fn make_record(
+    raw: &RawValue,
+    id_field: &str,
+    ingestion_time: &str,
+    scratch: &mut Vec<u8>,
+) -> Result<Record, serde_json::Error> {
+    let value: Value = serde_json::from_str(raw.get())?;
+    scratch.clear();
+    write_canonical(&value, scratch);
+    let hash = RecordHash(Sha256::digest(&scratch[..]).into());
+    let id = match value.get(id_field) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let mut data = Vec::with_capacity(raw.get().len());
+    write_minified(raw.get().as_bytes(), &mut data);
+    Ok(Record {
+        id,
+        hash,
+        data,
+        ingestion_time: ingestion_time.to_string(),
+    })
+}
+
+/// Where a record sits in its endpoint's output.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Position {
+    /// 0-based index among the endpoint's stored (non-duplicate) records.
+    pub(crate) record_index: u64,
+    pub(crate) batch_number: u64,
+    /// The number of records in this record's batch.
+    pub(crate) total_records: u64,
+}
+
+/// Appends the one-line envelope (with its trailing newline) for `record` to `out`.
+pub(crate) fn write_envelope(endpoint: &str, record: &Record, pos: Position, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"schema_version\":");
+    out.extend_from_slice(SCHEMA_VERSION.to_string().as_bytes());
+    out.extend_from_slice(b",\"endpoint\":");
+    write_json_string(endpoint, out);
+    out.extend_from_slice(b",\"ingestion_time\":");
+    write_json_string(&record.ingestion_time, out);
+    out.extend_from_slice(b",\"record_id\":");
+    match &record.id {
+        Some(id) => write_json_string(id, out),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"record_hash\":\"");
+    out.extend_from_slice(record.hash.to_hex().as_bytes());
+    out.extend_from_slice(b"\",\"batch_info\":{\"record_index\":");
+    out.extend_from_slice(pos.record_index.to_string().as_bytes());
+    out.extend_from_slice(b",\"batch_number\":");
+    out.extend_from_slice(pos.batch_number.to_string().as_bytes());
+    out.extend_from_slice(b",\"total_records\":");
+    out.extend_from_slice(pos.total_records.to_string().as_bytes());
+    out.extend_from_slice(b"},\"data\":");
+    out.extend_from_slice(&record.data);
+    out.extend_from_slice(b"}\n");
+}
+
+/// Hashes the canonical form of an already parsed value.
+#[cfg(test)]
+fn hash_value(value: &Value) -> RecordHash {
+    let mut buf = Vec::new();
+    write_canonical(value, &mut buf);
+    RecordHash(Sha256::digest(&buf[..]).into())
+}
+
+/// Writes the canonical JSON of `value` (see the module docs) to `out`.
+pub(crate) fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => write_canonical_number(&n.to_string(), out),
+        Value::String(s) => write_json_string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            // serde_json's map is a BTreeMap here (no `preserve_order`): iteration is
+            // in byte order of the UTF-8 keys, which is code point order.
+            out.push(b'{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_string(key, out);
+                out.push(b':');
+                write_canonical(item, out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// Writes a JSON number literal in canonical form: integers as written, everything else
+/// as the shortest round-trip decimal in Python's `repr(float)` layout.
+fn write_canonical_number(literal: &str, out: &mut Vec<u8>) {
+    let is_integer = !literal.contains(['.', 'e', 'E']);
+    if is_integer {
+        if literal == "-0" {
+            out.push(b'0');
+        } else {
+            out.extend_from_slice(literal.as_bytes());
+        }
+        return;
+    }
+    let x: f64 = match literal.parse() {
+        Ok(x) => x,
+        // serde_json has already validated the literal; keep it as is if Rust disagrees.
+        Err(_) => {
+            out.extend_from_slice(literal.as_bytes());
+            return;
+        }
+    };
+    out.extend_from_slice(python_float_repr(x).as_bytes());
+}
+
+/// `repr(x)` as CPython prints a float: shortest round-trip digits, positional for
+/// decimal exponents in -4..16, otherwise `d.ddde+XX`.
+fn python_float_repr(x: f64) -> String {
+    if x.is_nan() {
+        return "NaN".to_string();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "Infinity" } else { "-Infinity" }.to_string();
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-7", "1e16", "0e0".
+    let sci = format!("{x:e}");
+    let (negative, sci) = match sci.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, sci.as_str()),
+    };
+    let (mantissa, exponent) = sci
+        .split_once('e')
+        .expect("Rust's {:e} float formatting always contains an 'e'");
+    let exponent: i32 = exponent
+        .parse()
+        .expect("Rust's {:e} float formatting always has an integer exponent");
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let mut out = String::with_capacity(digits.len() + 8);
+    if negative {
+        out.push('-');
+    }
+    if (-4..16).contains(&exponent) {
+        if exponent >= 0 {
+            let int_len = exponent as usize + 1;
+            if digits.len() <= int_len {
+                out.push_str(&digits);
+                out.extend(std::iter::repeat_n('0', int_len - digits.len()));
+                out.push_str(".0");
+            } else {
+                out.push_str(&digits[..int_len]);
+                out.push('.');
+                out.push_str(&digits[int_len..]);
+            }
+        } else {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-exponent - 1) as usize));
+            out.push_str(&digits);
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(if exponent < 0 { '-' } else { '+' });
+        out.push_str(&format!("{:02}", exponent.unsigned_abs()));
+    }
+    out
+}
+
+/// Writes `s` as a JSON string with the escapes described in the module docs.
+pub(crate) fn write_json_string(s: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(&mut *out, s).expect("serializing a str into a Vec cannot fail");
+}
+
+/// Copies JSON text, dropping whitespace between tokens (never inside strings).
+fn write_minified(json: &[u8], out: &mut Vec<u8>) {
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            if b == b'"' {
+                in_string = true;
+            }
+            out.push(b);
+        }
+    }
+}
+
+/// A hasher for keys that are already uniformly distributed (SHA-256 prefixes).
+#[derive(Default)]
+pub(crate) struct PrefixHasher(u64);
+
+impl Hasher for PrefixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+/// The content hashes already stored for one endpoint.
+#[derive(Default)]
+pub(crate) struct DedupIndex {
+    seen: HashSet<u128, BuildHasherDefault<PrefixHasher>>,
+}
+
+impl DedupIndex {
+    /// Records `hash`; returns `false` when it was already present (a duplicate).
+    pub(crate) fn insert(&mut self, hash: RecordHash) -> bool {
+        self.seen.insert(hash.prefix())
+    }
+
+    /// The number of distinct hashes held.
+    pub(crate) fn len(&self) -> usize {
+        self.seen.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canonical(text: &str) -> String {
+        let value: Value = serde_json::from_str(text).expect("test JSON is valid");
+        let mut out = Vec::new();
+        write_canonical(&value, &mut out);
+        String::from_utf8(out).expect("canonical JSON is UTF-8")
+    }
+
+    #[test]
+    fn canonical_sorts_keys_and_drops_whitespace() {
+        assert_eq!(
+            canonical(r#"{ "b": [1, {"z": null, "a": true}], "a": "x" }"#),
+            r#"{"a":"x","b":[1,{"a":true,"z":null}]}"#
+        );
+    }
+
+    #[test]
+    fn canonical_keys_sort_by_code_point() {
+        assert_eq!(
+            canonical(r#"{"é":1,"z":2,"Z":3,"😀":4,"ａ":5}"#),
+            r#"{"Z":3,"z":2,"é":1,"ａ":5,"😀":4}"#
+        );
+    }
+
+    #[test]
+    fn canonical_numbers_match_python_repr() {
+        let cases = [
+            ("0", "0"),
+            ("-0", "0"),
+            (
+                "123456789012345678901234567890",
+                "123456789012345678901234567890",
+            ),
+            ("1.0", "1.0"),
+            ("1.50", "1.5"),
+            ("-0.0", "-0.0"),
+            ("40.5", "40.5"),
+            ("1e5", "100000.0"),
+            ("1E16", "1e+16"),
+            ("123456789012345678.0", "1.2345678901234568e+17"),
+            ("0.0001", "0.0001"),
+            ("0.00001", "1e-05"),
+            ("1.5e-7", "1.5e-07"),
+            ("9999999999999998.0", "9999999999999998.0"),
+            ("0.1", "0.1"),
+            ("1e400", "Infinity"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(canonical(input), want, "input {input}");
+        }
+    }
+
+    #[test]
+    fn canonical_strings_escape_like_python() {
+        assert_eq!(
+            canonical(r#""a\"b\\c\/d\n\t\u0001\u007f é ✓""#),
+            "\"a\\\"b\\\\c/d\\n\\t\\u0001\u{7f} é ✓\""
+        );
+    }
+
+    #[test]
+    fn minify_keeps_string_contents() {
+        let mut out = Vec::new();
+        write_minified(br#"{ "a" : "x y\" z" ,"b":[ 1 , 2 ] }"#, &mut out);
+        assert_eq!(out, br#"{"a":"x y\" z","b":[1,2]}"#);
+    }
+
+    #[test]
+    fn record_keeps_data_and_extracts_id() {
+        let raw: Box<RawValue> =
+            serde_json::from_str(r#"{"ticker": "A/B", "x": 1.50, "new_field": {"k": []}}"#)
+                .expect("valid");
+        let rec = make_record(&raw, "ticker", "20260101_000000", &mut Vec::new()).expect("ok");
+        assert_eq!(rec.id.as_deref(), Some("A/B"));
+        assert_eq!(
+            rec.data,
+            br#"{"ticker":"A/B","x":1.50,"new_field":{"k":[]}}"#
+        );
+        let value: Value = serde_json::from_str(raw.get()).expect("valid");
+        assert_eq!(rec.hash, hash_value(&value));
+        let missing = make_record(&raw, "event_ticker", "t", &mut Vec::new()).expect("ok");
+        assert_eq!(missing.id, None);
+    }
+
+    #[test]
+    fn envelope_is_one_line_of_valid_json() {
+        let raw: Box<RawValue> = serde_json::from_str(r#"{"ticker":"T\u0000"}"#).expect("valid");
+        let rec = make_record(&raw, "ticker", "20260101_000000", &mut Vec::new()).expect("ok");
+        let mut out = Vec::new();
+        let pos = Position {
+            record_index: 7,
+            batch_number: 0,
+            total_records: 8,
+        };
+        write_envelope("/markets", &rec, pos, &mut out);
+        assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let env: Value = serde_json::from_slice(&out).expect("envelope parses");
+        assert_eq!(env["record_id"], "T\u{0}");
+        assert_eq!(env["batch_info"]["record_index"].to_string(), "7");
+        assert_eq!(
+            env["record_hash"].as_str(),
+            Some(rec.hash.to_hex().as_str())
+        );
+    }
+
+    #[test]
+    fn dedup_index_reports_repeats() {
+        let mut index = DedupIndex::default();
+        let a = RecordHash([1; 32]);
+        let b = RecordHash([2; 32]);
+        assert!(index.insert(a));
+        assert!(index.insert(b));
+        assert!(!index.insert(a));
+        assert_eq!(index.len(), 2);
+    }
+}

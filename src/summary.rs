@@ -1,0 +1,154 @@
+//! The session summary: what a run planned, did and ended with, per endpoint and in
+//! total. Written as `atomic_session_summary_<session_id>.json` at the end of a run.
+//!
+//! Every count here is of what is on disk: `records_saved` equals the record files in
+//! the endpoint's committed batch folders.
+
+use serde::{Deserialize, Serialize};
+
+/// The version of the summary layout.
+pub(crate) const SUMMARY_SCHEMA_VERSION: u32 = 1;
+
+/// How an endpoint ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum EndpointStatus {
+    /// Every page was fetched and every record is on disk.
+    Complete,
+    /// The endpoint stopped early; `failure` says where and why.
+    Incomplete,
+    /// The run ended before this endpoint started.
+    #[default]
+    NotStarted,
+}
+
+/// Where and why an endpoint stopped early.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FailurePoint {
+    /// The 1-based number of the page that could not be fetched or used.
+    pub(crate) page: u64,
+    /// Records on disk for this endpoint when it stopped.
+    pub(crate) records_saved: u64,
+    /// The cursor of the last page fully saved (`null`: none, or the first page failed).
+    pub(crate) last_good_cursor: Option<String>,
+    /// The URL of the failed request.
+    pub(crate) url: String,
+    /// The last error, one line.
+    pub(crate) error: String,
+}
+
+/// One endpoint's result.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub(crate) struct EndpointSummary {
+    pub(crate) name: String,
+    pub(crate) path: String,
+    pub(crate) status: EndpointStatus,
+    /// Unique records written (equals the record files on disk).
+    pub(crate) records_saved: u64,
+    /// Records received again with identical content, not written twice.
+    pub(crate) duplicates_skipped: u64,
+    /// Records stored whose id field was missing or not a string/number.
+    pub(crate) records_without_id: u64,
+    /// Pages received and parsed.
+    pub(crate) pages: u64,
+    /// HTTP requests sent (all attempts).
+    pub(crate) requests: u64,
+    /// Response body bytes received in parsed pages.
+    pub(crate) bytes_received: u64,
+    /// Committed batch folders.
+    pub(crate) batches: u64,
+    /// Bytes of record files written.
+    pub(crate) bytes_written: u64,
+    pub(crate) duration_seconds: f64,
+    pub(crate) records_per_second: f64,
+    pub(crate) failure: Option<FailurePoint>,
+}
+
+/// Sums over all endpoints.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Totals {
+    pub(crate) records_saved: u64,
+    pub(crate) duplicates_skipped: u64,
+    pub(crate) requests: u64,
+    pub(crate) bytes_received: u64,
+    pub(crate) bytes_written: u64,
+    pub(crate) endpoints_complete: u64,
+    pub(crate) endpoints_incomplete: u64,
+}
+
+/// The whole run.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub(crate) struct Summary {
+    pub(crate) schema_version: u32,
+    pub(crate) tool_version: String,
+    /// `YYYYMMDD_HHMMSS` (UTC start), as in the run folder's name.
+    pub(crate) session_id: String,
+    /// RFC 3339 UTC.
+    pub(crate) started_at: String,
+    /// RFC 3339 UTC.
+    pub(crate) finished_at: String,
+    pub(crate) duration_seconds: f64,
+    pub(crate) base_url: String,
+    pub(crate) endpoints_planned: Vec<String>,
+    /// `complete` (every endpoint complete) or `incomplete`.
+    pub(crate) status: String,
+    /// The process exit status of the run.
+    pub(crate) exit_code: u8,
+    pub(crate) endpoints: Vec<EndpointSummary>,
+    pub(crate) totals: Totals,
+}
+
+impl Totals {
+    /// Adds up the endpoints' counts.
+    pub(crate) fn of(endpoints: &[EndpointSummary]) -> Totals {
+        let mut t = Totals::default();
+        for e in endpoints {
+            t.records_saved += e.records_saved;
+            t.duplicates_skipped += e.duplicates_skipped;
+            t.requests += e.requests;
+            t.bytes_received += e.bytes_received;
+            t.bytes_written += e.bytes_written;
+            match e.status {
+                EndpointStatus::Complete => t.endpoints_complete += 1,
+                EndpointStatus::Incomplete => t.endpoints_incomplete += 1,
+                EndpointStatus::NotStarted => {}
+            }
+        }
+        t
+    }
+}
+
+/// The summary file's name for a session.
+pub(crate) fn summary_file_name(session_id: &str) -> String {
+    format!("atomic_session_summary_{session_id}.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_up_and_status_is_snake_case() {
+        let a = EndpointSummary {
+            status: EndpointStatus::Complete,
+            records_saved: 3,
+            requests: 2,
+            ..Default::default()
+        };
+        let b = EndpointSummary {
+            status: EndpointStatus::Incomplete,
+            records_saved: 4,
+            duplicates_skipped: 1,
+            requests: 5,
+            ..Default::default()
+        };
+        let t = Totals::of(&[a, b.clone()]);
+        assert_eq!(
+            (t.records_saved, t.duplicates_skipped, t.requests),
+            (7, 1, 7)
+        );
+        assert_eq!((t.endpoints_complete, t.endpoints_incomplete), (1, 1));
+        let json = serde_json::to_string(&b).expect("serializes");
+        assert!(json.contains(r#""status":"incomplete""#), "{json}");
+    }
+}
