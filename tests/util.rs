@@ -136,10 +136,7 @@ impl RunOutput {
             }
             records.insert(endpoint, files);
         }
-        RunOutput {
-            summary,
-            records,
-        }
+        RunOutput { summary, records }
     }
 
     /// The summary entry of one endpoint.
