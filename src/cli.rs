@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::plan::{self, EndpointSpec};
+use crate::retry::RetryPolicy;
 
 /// The production API, used when neither `--base-url` nor `KALSHI_BASE_URL` is set.
 pub(crate) const DEFAULT_BASE_URL: &str = "https://api.elections.kalshi.com/trade-api/v2";
@@ -33,6 +34,28 @@ OPTIONS:
     --timeout DURATION    Longest wait to connect or for any read before a request
                           counts as stalled, e.g. 60s, 500ms, 2m [default: 60s]
     --max-body-mb N       Largest response body accepted, in MiB [default: 256]
+    --rate R              Most requests per second (0 = no pacing); halved on each
+                          HTTP 429, restored after successes [default: 10]
+
+RETRY (DURATION: 500ms, 60s, 2m, 1h):
+    --tries N             Tries per request in normal mode [default: 5]
+    --backoff-base DURATION
+                          First wait between normal-mode tries; doubles each
+                          try, with jitter [default: 1s]
+    --backoff-cap DURATION
+                          Longest normal-mode wait [default: 30s]
+    --recovery-step DURATION
+                          Extended recovery mode waits 1, 2, ... times this before
+                          each recovery try [default: 60s]
+    --recovery-steps N    Recovery tries before an endpoint is given up; the
+                          defaults make a 55-minute ladder [default: 10]
+    --retry-after-cap DURATION
+                          Longest Retry-After honoured on a 429 [default: 120s]
+    --first-contact-budget DURATION
+                          Until the first successful response of a run, a host
+                          that does not resolve or refuses connections is retried
+                          this long (at most --tries times), then the run stops
+                          with status 2 [default: 60s]
     -v, --verbose         More log detail on stderr: -v info, -vv debug, -vvv trace
     -q, --quiet           Only errors on stderr
     -h, --help            Print this help
@@ -69,6 +92,14 @@ pub(crate) struct Args {
     pub(crate) endpoints: Option<String>,
     pub(crate) timeout: Option<String>,
     pub(crate) max_body_mb: Option<String>,
+    pub(crate) rate: Option<String>,
+    pub(crate) tries: Option<String>,
+    pub(crate) backoff_base: Option<String>,
+    pub(crate) backoff_cap: Option<String>,
+    pub(crate) recovery_step: Option<String>,
+    pub(crate) recovery_steps: Option<String>,
+    pub(crate) retry_after_cap: Option<String>,
+    pub(crate) first_contact_budget: Option<String>,
     pub(crate) verbose: u8,
     pub(crate) quiet: bool,
 }
@@ -78,7 +109,7 @@ pub(crate) struct Args {
 pub(crate) enum Command {
     Help,
     Version,
-    Run(RunConfig),
+    Run(Box<RunConfig>),
 }
 
 /// Everything a run needs to know.
@@ -89,6 +120,9 @@ pub(crate) struct RunConfig {
     pub(crate) endpoints: Vec<EndpointSpec>,
     pub(crate) timeout: Duration,
     pub(crate) max_body_bytes: u64,
+    /// Requests per second; 0 = no pacing.
+    pub(crate) rate: f64,
+    pub(crate) retry: RetryPolicy,
     /// -1 quiet, 0 default, 1.. more verbose.
     pub(crate) verbosity: i8,
 }
@@ -112,6 +146,16 @@ pub(crate) fn parse_args(raw: Vec<OsString>) -> Result<Args, Error> {
     args.endpoints = p.opt_value_from_str("--endpoints").map_err(bad)?;
     args.timeout = p.opt_value_from_str("--timeout").map_err(bad)?;
     args.max_body_mb = p.opt_value_from_str("--max-body-mb").map_err(bad)?;
+    args.rate = p.opt_value_from_str("--rate").map_err(bad)?;
+    args.tries = p.opt_value_from_str("--tries").map_err(bad)?;
+    args.backoff_base = p.opt_value_from_str("--backoff-base").map_err(bad)?;
+    args.backoff_cap = p.opt_value_from_str("--backoff-cap").map_err(bad)?;
+    args.recovery_step = p.opt_value_from_str("--recovery-step").map_err(bad)?;
+    args.recovery_steps = p.opt_value_from_str("--recovery-steps").map_err(bad)?;
+    args.retry_after_cap = p.opt_value_from_str("--retry-after-cap").map_err(bad)?;
+    args.first_contact_budget = p
+        .opt_value_from_str("--first-contact-budget")
+        .map_err(bad)?;
     for (flag, count) in [("-vvv", 3), ("-vv", 2), ("-v", 1), ("--verbose", 1)] {
         while p.contains(flag) {
             args.verbose = args.verbose.saturating_add(count);
@@ -207,19 +251,82 @@ impl Command {
             }
             None => 256 * 1024 * 1024,
         };
+        let rate = match &args.rate {
+            Some(text) => text
+                .parse::<f64>()
+                .ok()
+                .filter(|r| r.is_finite() && (0.0..=100_000.0).contains(r))
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "--rate {text:?}: expected requests per second, e.g. 10 or 0.5 (0 = no pacing)"
+                    ))
+                })?,
+            None => 10.0,
+        };
+        let defaults = RetryPolicy::default();
+        let duration_or = |flag: &str, value: &Option<String>, default: Duration| match value {
+            Some(text) => parse_duration(flag, text),
+            None => Ok(default),
+        };
+        let count_or = |flag: &str, value: &Option<String>, min: u32, default: u32| match value {
+            Some(text) => text
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (min..=1000).contains(n))
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "{flag} {text:?}: expected a whole number from {min} to 1000"
+                    ))
+                }),
+            None => Ok(default),
+        };
+        let retry = RetryPolicy {
+            tries: count_or("--tries", &args.tries, 1, defaults.tries)?,
+            backoff_base: duration_or("--backoff-base", &args.backoff_base, defaults.backoff_base)?,
+            backoff_cap: duration_or("--backoff-cap", &args.backoff_cap, defaults.backoff_cap)?,
+            recovery_step: duration_or(
+                "--recovery-step",
+                &args.recovery_step,
+                defaults.recovery_step,
+            )?,
+            recovery_steps: count_or(
+                "--recovery-steps",
+                &args.recovery_steps,
+                0,
+                defaults.recovery_steps,
+            )?,
+            retry_after_cap: duration_or(
+                "--retry-after-cap",
+                &args.retry_after_cap,
+                defaults.retry_after_cap,
+            )?,
+            first_contact_budget: duration_or(
+                "--first-contact-budget",
+                &args.first_contact_budget,
+                defaults.first_contact_budget,
+            )?,
+            ..defaults
+        };
+        if retry.backoff_cap < retry.backoff_base {
+            return Err(Error::Usage(
+                "--backoff-cap must not be below --backoff-base".into(),
+            ));
+        }
         let verbosity = if args.quiet {
             -1
         } else {
             i8::try_from(args.verbose).unwrap_or(i8::MAX)
         };
-        Ok(Command::Run(RunConfig {
+        Ok(Command::Run(Box::new(RunConfig {
             base_url,
             out: args.out.unwrap_or_else(|| PathBuf::from(".")),
             endpoints,
             timeout,
             max_body_bytes,
+            rate,
+            retry,
             verbosity,
-        }))
+        })))
     }
 }
 
@@ -279,7 +386,7 @@ mod tests {
 
     fn run_config(args: &[&str]) -> RunConfig {
         match parse(args).expect("valid") {
-            Command::Run(c) => c,
+            Command::Run(c) => *c,
             other => panic!("expected run, got {other:?}"),
         }
     }
@@ -292,6 +399,29 @@ mod tests {
         assert_eq!(c.endpoints.len(), 3);
         assert_eq!(c.timeout, Duration::from_secs(60));
         assert_eq!(c.verbosity, 0);
+        assert_eq!(c.rate, 10.0);
+        assert_eq!(c.retry, RetryPolicy::default());
+    }
+
+    #[test]
+    fn every_retry_timing_is_configurable() {
+        let c = run_config(&[
+            "--tries=3",
+            "--backoff-base=5ms",
+            "--backoff-cap=20ms",
+            "--recovery-step=10ms",
+            "--recovery-steps=4",
+            "--retry-after-cap=50ms",
+            "--first-contact-budget=100ms",
+            "--rate=0",
+        ]);
+        let ms = Duration::from_millis;
+        assert_eq!(c.retry.tries, 3);
+        assert_eq!((c.retry.backoff_base, c.retry.backoff_cap), (ms(5), ms(20)));
+        assert_eq!((c.retry.recovery_step, c.retry.recovery_steps), (ms(10), 4));
+        assert_eq!(c.retry.retry_after_cap, ms(50));
+        assert_eq!(c.retry.first_contact_budget, ms(100));
+        assert_eq!(c.rate, 0.0);
     }
 
     #[test]
@@ -346,6 +476,13 @@ mod tests {
             (&["fetch"], "unknown command \"fetch\""),
             (&["run", "extra"], "unexpected argument extra"),
             (&["-q", "-v"], "contradict"),
+            (&["--rate", "fast"], "--rate"),
+            (&["--tries", "0"], "--tries"),
+            (&["--recovery-steps", "x"], "--recovery-steps"),
+            (
+                &["--backoff-base", "2s", "--backoff-cap", "1s"],
+                "--backoff-cap",
+            ),
         ];
         for (args, want) in cases {
             let err = parse(args).expect_err("must fail");

@@ -41,6 +41,8 @@ pub(crate) enum FailureClass {
     Truncated,
     /// A 200 whose body is not the expected JSON (HTML error page, wrong shape).
     BadBody,
+    /// A record inside an otherwise valid page cannot be parsed; retrying cannot help.
+    BadRecord,
     /// HTTP 429.
     RateLimited,
     /// HTTP 408, 425 or 5xx.
@@ -59,7 +61,10 @@ impl FailureClass {
     pub(crate) fn is_transient(self) -> bool {
         !matches!(
             self,
-            FailureClass::ClientError | FailureClass::TooLarge | FailureClass::Fatal
+            FailureClass::ClientError
+                | FailureClass::TooLarge
+                | FailureClass::Fatal
+                | FailureClass::BadRecord
         )
     }
 
@@ -72,6 +77,7 @@ impl FailureClass {
             FailureClass::Reset => "reset",
             FailureClass::Truncated => "truncated",
             FailureClass::BadBody => "bad_body",
+            FailureClass::BadRecord => "bad_record",
             FailureClass::RateLimited => "rate_limited",
             FailureClass::ServerError => "server_error",
             FailureClass::ClientError => "client_error",
@@ -135,6 +141,16 @@ impl Client {
         &self.config.base_url
     }
 
+    /// The host (and port) of the base URL, for messages.
+    pub(crate) fn host(&self) -> &str {
+        let rest = self
+            .config
+            .base_url
+            .split_once("://")
+            .map_or(self.config.base_url.as_str(), |(_, rest)| rest);
+        rest.split('/').next().unwrap_or(rest)
+    }
+
     /// The full URL of `path` with `query`, as used in messages.
     pub(crate) fn url_for(&self, path: &str, query: &[(&str, String)]) -> String {
         let mut url = format!("{}{path}", self.config.base_url);
@@ -151,11 +167,14 @@ impl Client {
     pub(crate) fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Fetched, Failure> {
         let started = Instant::now();
         let url = self.url_for(path, query);
-        let mut response = self
-            .agent
-            .get(&url)
-            .call()
-            .map_err(|e| classify_ureq_error(&e))?;
+        let mut response = self.agent.get(&url).call().map_err(|e| {
+            // No headers yet: a connection closed early is a reset, not a cut body.
+            let mut failure = classify_ureq_error(&e);
+            if failure.class == FailureClass::Truncated {
+                failure.class = FailureClass::Reset;
+            }
+            failure
+        })?;
         let status = response.status();
         if status != StatusCode::OK {
             let retry_after = response
@@ -194,7 +213,12 @@ impl Client {
             .take(self.config.max_body_bytes + 1)
             .read_to_end(&mut body);
         if let Err(e) = read {
-            return Err(classify_io_error(&e));
+            // The headers arrived: a connection lost now leaves the body cut short.
+            let mut failure = classify_io_error(&e);
+            if failure.class == FailureClass::Reset {
+                failure.class = FailureClass::Truncated;
+            }
+            return Err(failure);
         }
         if body.len() as u64 > self.config.max_body_bytes {
             return Err(too_large(body.len() as u64, self.config.max_body_bytes));
@@ -242,6 +266,8 @@ fn classify_ureq_error(err: &ureq::Error) -> Failure {
     let class = match err {
         E::HostNotFound => FailureClass::Dns,
         E::ConnectionFailed => FailureClass::Connect,
+        E::Timeout(ureq::Timeout::Resolve) => FailureClass::Dns,
+        E::Timeout(ureq::Timeout::Connect) => FailureClass::Connect,
         E::Timeout(_) => FailureClass::Timeout,
         E::Io(io) => return classify_io_error(io),
         E::Protocol(_) => FailureClass::Truncated,

@@ -4,6 +4,8 @@
 //! Every count here is of what is on disk: `records_saved` equals the record files in
 //! the endpoint's committed batch folders.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// The version of the summary layout.
@@ -61,7 +63,32 @@ pub(crate) struct EndpointSummary {
     pub(crate) bytes_written: u64,
     pub(crate) duration_seconds: f64,
     pub(crate) records_per_second: f64,
+    /// Failed attempts by class (`timeout`, `reset`, `server_error`, `rate_limited`, ...).
+    pub(crate) retries_by_class: BTreeMap<String, u64>,
+    /// HTTP 429 answers received.
+    pub(crate) rate_limited: u64,
+    /// Time spent waiting between tries (backoff, 429 waits, recovery steps).
+    pub(crate) wait_seconds: f64,
+    /// Time spent pacing requests under `--rate`.
+    pub(crate) pacing_seconds: f64,
+    /// Every stretch in extended recovery mode.
+    pub(crate) recovery_episodes: Vec<RecoveryEpisode>,
     pub(crate) failure: Option<FailurePoint>,
+}
+
+/// One stretch of extended recovery mode.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub(crate) struct RecoveryEpisode {
+    /// The 1-based page being fetched.
+    pub(crate) page: u64,
+    /// RFC 3339 UTC time recovery mode was entered.
+    pub(crate) started_at: String,
+    /// From entering recovery mode to the success or the give-up.
+    pub(crate) duration_seconds: f64,
+    /// Recovery tries made.
+    pub(crate) steps: u32,
+    /// Whether the network came back.
+    pub(crate) recovered: bool,
 }
 
 /// Sums over all endpoints.
@@ -92,6 +119,8 @@ pub(crate) struct Summary {
     pub(crate) endpoints_planned: Vec<String>,
     /// `complete` (every endpoint complete) or `incomplete`.
     pub(crate) status: String,
+    /// Why the run stopped before its last endpoint, if it did.
+    pub(crate) stopped_early: Option<String>,
     /// The process exit status of the run.
     pub(crate) exit_code: u8,
     pub(crate) endpoints: Vec<EndpointSummary>,
