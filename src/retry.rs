@@ -131,20 +131,27 @@ pub(crate) struct Retry<'p> {
     rate_limited_in_a_row: u32,
     /// True until the run has had any successful response.
     first_contact: bool,
-    first_failure_at: Option<Duration>,
+    /// When the request's first attempt started.
+    started: Duration,
     rng: u64,
 }
 
 impl<'p> Retry<'p> {
-    /// A fresh state for one request. `first_contact` is true while the run has not
-    /// yet had a successful response; `seed` feeds the jitter.
-    pub(crate) fn new(policy: &'p RetryPolicy, first_contact: bool, seed: u64) -> Self {
+    /// A fresh state for one request whose first attempt starts at `started`.
+    /// `first_contact` is true while the run has not yet had a successful response;
+    /// `seed` feeds the jitter.
+    pub(crate) fn new(
+        policy: &'p RetryPolicy,
+        first_contact: bool,
+        started: Duration,
+        seed: u64,
+    ) -> Self {
         Retry {
             policy,
             phase: Phase::Normal { failures: 0 },
             rate_limited_in_a_row: 0,
             first_contact,
-            first_failure_at: None,
+            started,
             rng: seed ^ 0x2545_F491_4F6C_DD1D,
         }
     }
@@ -188,13 +195,12 @@ impl<'p> Retry<'p> {
         }
         let unreachable = matches!(class, FailureClass::Dns | FailureClass::Connect);
         if self.first_contact && unreachable {
-            let first = *self.first_failure_at.get_or_insert(now);
             let failures = match self.phase {
                 Phase::Normal { failures } => failures + 1,
                 Phase::Recovery { .. } => self.policy.tries,
             };
             if failures >= self.policy.tries
-                || now.saturating_sub(first) >= self.policy.first_contact_budget
+                || now.saturating_sub(self.started) >= self.policy.first_contact_budget
             {
                 return Step::GiveUp(GiveUp::Unreachable);
             }
@@ -295,7 +301,7 @@ mod tests {
     #[test]
     fn success_on_first_try_is_done() {
         let p = policy();
-        let mut r = Retry::new(&p, false, 1);
+        let mut r = Retry::new(&p, false, Duration::ZERO, 1);
         assert_eq!(
             r.on_outcome(Outcome::Success, S),
             Step::Done {
@@ -307,7 +313,7 @@ mod tests {
     #[test]
     fn transient_failures_back_off_exponentially_with_jitter() {
         let p = policy();
-        let mut r = Retry::new(&p, false, 7);
+        let mut r = Retry::new(&p, false, Duration::ZERO, 7);
         for n in 1..5u32 {
             match r.on_outcome(failed(FailureClass::ServerError), S * n) {
                 Step::Wait {
@@ -330,7 +336,7 @@ mod tests {
             tries: 30,
             ..policy()
         };
-        let mut r = Retry::new(&p, false, 3);
+        let mut r = Retry::new(&p, false, Duration::ZERO, 3);
         let mut last = Duration::ZERO;
         for n in 1..29 {
             if let Step::Wait { wait, .. } = r.on_outcome(failed(FailureClass::Timeout), S * n) {
@@ -346,7 +352,7 @@ mod tests {
     #[test]
     fn fifth_transient_failure_enters_recovery_then_climbs_the_ladder() {
         let p = policy();
-        let mut r = Retry::new(&p, false, 1);
+        let mut r = Retry::new(&p, false, Duration::ZERO, 1);
         for n in 1..5 {
             assert!(matches!(
                 r.on_outcome(failed(FailureClass::Reset), S * n),
@@ -387,7 +393,7 @@ mod tests {
     #[test]
     fn success_in_recovery_reports_the_time_it_took() {
         let p = policy();
-        let mut r = Retry::new(&p, false, 1);
+        let mut r = Retry::new(&p, false, Duration::ZERO, 1);
         for n in 1..=5 {
             r.on_outcome(failed(FailureClass::ServerError), S * n);
         }
@@ -409,12 +415,12 @@ mod tests {
             FailureClass::TooLarge,
             FailureClass::Fatal,
         ] {
-            let mut r = Retry::new(&p, false, 1);
+            let mut r = Retry::new(&p, false, Duration::ZERO, 1);
             assert_eq!(
                 r.on_outcome(failed(class), S),
                 Step::GiveUp(GiveUp::Permanent)
             );
-            let mut r = Retry::new(&p, false, 1);
+            let mut r = Retry::new(&p, false, Duration::ZERO, 1);
             for n in 1..=5 {
                 r.on_outcome(failed(FailureClass::Timeout), S * n);
             }
@@ -428,7 +434,7 @@ mod tests {
     #[test]
     fn rate_limits_wait_without_using_tries() {
         let p = policy();
-        let mut r = Retry::new(&p, false, 1);
+        let mut r = Retry::new(&p, false, Duration::ZERO, 1);
         for n in 0..p.max_rate_limited {
             match r.on_outcome(failed(FailureClass::RateLimited), S * n) {
                 Step::Wait {
@@ -452,7 +458,7 @@ mod tests {
     #[test]
     fn retry_after_is_honoured_and_capped() {
         let p = policy();
-        let mut r = Retry::new(&p, false, 1);
+        let mut r = Retry::new(&p, false, Duration::ZERO, 1);
         let with = |secs| Outcome::Failed {
             class: FailureClass::RateLimited,
             retry_after: Some(Duration::from_secs(secs)),
@@ -490,7 +496,7 @@ mod tests {
     #[test]
     fn unreachable_host_on_first_contact_never_enters_recovery() {
         let p = policy();
-        let mut r = Retry::new(&p, true, 1);
+        let mut r = Retry::new(&p, true, Duration::ZERO, 1);
         for n in 1..5 {
             assert!(matches!(
                 r.on_outcome(failed(FailureClass::Dns), S * n),
@@ -509,13 +515,15 @@ mod tests {
     #[test]
     fn first_contact_budget_cuts_slow_connect_failures_short() {
         let p = policy();
-        let mut r = Retry::new(&p, true, 1);
+        // A first try that hangs for the whole connect timeout (60 s) uses up the
+        // budget, counted from the start of the first try: about a minute in all.
+        let mut r = Retry::new(&p, true, S * 5, 1);
         assert!(matches!(
-            r.on_outcome(failed(FailureClass::Connect), S * 60),
+            r.on_outcome(failed(FailureClass::Connect), S * 30),
             Step::Wait { .. }
         ));
         assert_eq!(
-            r.on_outcome(failed(FailureClass::Connect), S * 121),
+            r.on_outcome(failed(FailureClass::Connect), S * 65),
             Step::GiveUp(GiveUp::Unreachable)
         );
     }
@@ -523,7 +531,7 @@ mod tests {
     #[test]
     fn after_first_contact_connect_failures_go_to_recovery() {
         let p = policy();
-        let mut r = Retry::new(&p, false, 1);
+        let mut r = Retry::new(&p, false, Duration::ZERO, 1);
         for n in 1..5 {
             r.on_outcome(failed(FailureClass::Connect), S * n);
         }
@@ -539,7 +547,7 @@ mod tests {
     #[test]
     fn first_contact_timeouts_and_5xx_are_ordinary_transient_failures() {
         let p = policy();
-        let mut r = Retry::new(&p, true, 1);
+        let mut r = Retry::new(&p, true, Duration::ZERO, 1);
         for n in 1..=5 {
             r.on_outcome(failed(FailureClass::ServerError), S * n);
         }

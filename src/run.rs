@@ -269,7 +269,7 @@ impl Fetcher<'_> {
     ) -> Result<PageData, PageFailure> {
         let url = self.client.url_for(spec.path, query);
         let policy = self.policy.clone();
-        let mut retry = Retry::new(&policy, !self.contacted, self.requests);
+        let mut retry = Retry::new(&policy, !self.contacted, self.clock.now(), self.requests);
         let mut episode: Option<(String, Duration, u32)> = None;
         loop {
             let pace = self.limiter.delay(self.clock.now());
