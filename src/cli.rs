@@ -20,9 +20,15 @@ kalshi-ingest: download Kalshi's public market data into plain files
 
 USAGE:
     kalshi-ingest [run] [OPTIONS]
+    kalshi-ingest run --resume DIR [OPTIONS]
+    kalshi-ingest verify DIR
 
-    Runs each planned endpoint to completion, one at a time, and writes every record
-    as one JSON file inside a new run folder kalshi_atomic_ingestion_YYYYMMDD_HHMMSS/.
+    run      Runs each planned endpoint to completion, one at a time, and writes every
+             record as one JSON file inside a new run folder
+             kalshi_atomic_ingestion_YYYYMMDD_HHMMSS/ (the default command).
+    verify   Re-hashes every record of a run folder and checks the envelopes, batch
+             folders, record numbering and the summary; prints each problem as
+             `path: reason` on stdout.
 
 OPTIONS:
     --base-url URL        API base URL (http:// or https://; a trailing slash is
@@ -31,6 +37,10 @@ OPTIONS:
                           missing [default: .]
     --endpoints LIST      Comma-separated endpoints to fetch, in order: series, events,
                           markets, or all [default: series,events,markets]
+    --resume DIR          Continue the interrupted or incomplete run in DIR: complete
+                          endpoints are skipped, the others continue from their
+                          checkpoint. Its base URL and endpoints are reused unless
+                          --base-url or --endpoints is given
     --timeout DURATION    Longest wait to connect or for any read before a request
                           counts as stalled, e.g. 60s, 500ms, 2m [default: 60s]
     --max-body-mb N       Largest response body accepted, in MiB [default: 256]
@@ -75,10 +85,15 @@ OUTPUT:
     Logs and errors go to stderr.
 
 EXIT STATUS:
-    0    every planned endpoint is complete
+    0    every planned endpoint is complete (verify: no problem found)
     1    the run finished and wrote its summary, but an endpoint is incomplete
-    2    usage or configuration error, or a fatal error (e.g. the run folder cannot
-         be created)
+         (verify: a problem was found)
+    2    usage or configuration error, or a fatal error (the run folder cannot be
+         created, a disk write failed, the host is unreachable from the start, a
+         damaged checkpoint)
+    130  interrupted by Ctrl-C or SIGTERM; the summary says `interrupted` and
+         `kalshi-ingest run --resume DIR` continues the run (a second Ctrl-C exits
+         at once, equally safely)
 ";
 
 /// Flags exactly as given, before validation.
@@ -87,6 +102,9 @@ pub(crate) struct Args {
     pub(crate) help: bool,
     pub(crate) version: bool,
     pub(crate) command: Option<String>,
+    /// Positional arguments after the command.
+    pub(crate) operands: Vec<PathBuf>,
+    pub(crate) resume: Option<PathBuf>,
     pub(crate) base_url: Option<String>,
     pub(crate) out: Option<PathBuf>,
     pub(crate) endpoints: Option<String>,
@@ -110,6 +128,7 @@ pub(crate) enum Command {
     Help,
     Version,
     Run(Box<RunConfig>),
+    Verify(PathBuf),
 }
 
 /// Everything a run needs to know.
@@ -118,6 +137,12 @@ pub(crate) struct RunConfig {
     pub(crate) base_url: String,
     pub(crate) out: PathBuf,
     pub(crate) endpoints: Vec<EndpointSpec>,
+    /// Whether `--base-url`/`KALSHI_BASE_URL` and `--endpoints` were given (a resumed
+    /// run otherwise keeps its own).
+    pub(crate) base_url_explicit: bool,
+    pub(crate) endpoints_explicit: bool,
+    /// The run folder to continue.
+    pub(crate) resume: Option<PathBuf>,
     pub(crate) timeout: Duration,
     pub(crate) max_body_bytes: u64,
     /// Requests per second; 0 = no pacing.
@@ -144,6 +169,9 @@ pub(crate) fn parse_args(raw: Vec<OsString>) -> Result<Args, Error> {
         .opt_value_from_os_str("--out", |s| Ok::<_, String>(PathBuf::from(s)))
         .map_err(bad)?;
     args.endpoints = p.opt_value_from_str("--endpoints").map_err(bad)?;
+    args.resume = p
+        .opt_value_from_os_str("--resume", |s| Ok::<_, String>(PathBuf::from(s)))
+        .map_err(bad)?;
     args.timeout = p.opt_value_from_str("--timeout").map_err(bad)?;
     args.max_body_mb = p.opt_value_from_str("--max-body-mb").map_err(bad)?;
     args.rate = p.opt_value_from_str("--rate").map_err(bad)?;
@@ -173,11 +201,14 @@ pub(crate) fn parse_args(raw: Vec<OsString>) -> Result<Args, Error> {
         }
         args.command = Some(first);
     }
-    if let Some(extra) = rest.next() {
-        return Err(Error::Usage(format!(
-            "unexpected argument {} (see kalshi-ingest --help)",
-            extra.to_string_lossy()
-        )));
+    for operand in rest {
+        if operand.to_string_lossy().starts_with('-') {
+            return Err(Error::Usage(format!(
+                "unknown flag {} (see kalshi-ingest --help)",
+                operand.to_string_lossy()
+            )));
+        }
+        args.operands.push(PathBuf::from(operand));
     }
     Ok(args)
 }
@@ -205,18 +236,45 @@ impl Command {
             return Ok(Command::Version);
         }
         match args.command.as_deref() {
-            None | Some("run") => {}
+            None | Some("run") => {
+                if let Some(extra) = args.operands.first() {
+                    return Err(Error::Usage(format!(
+                        "unexpected argument {} (see kalshi-ingest --help)",
+                        extra.display()
+                    )));
+                }
+            }
+            Some("verify") => {
+                return match args.operands.as_slice() {
+                    [dir] => Ok(Command::Verify(dir.clone())),
+                    [] => Err(Error::Usage(
+                        "verify needs the run folder to check: kalshi-ingest verify DIR".into(),
+                    )),
+                    [_, extra, ..] => Err(Error::Usage(format!(
+                        "unexpected argument {} (verify takes one run folder)",
+                        extra.display()
+                    ))),
+                };
+            }
             Some(other) => {
                 return Err(Error::Usage(format!(
-                    "unknown command {other:?} (the only command is run; see kalshi-ingest --help)"
+                    "unknown command {other:?} (commands: run, verify; see kalshi-ingest --help)"
                 )));
             }
+        }
+        if args.resume.is_some() && args.out.is_some() {
+            return Err(Error::Usage(
+                "--resume and --out conflict: a resumed run stays in its own folder".into(),
+            ));
         }
         if args.quiet && args.verbose > 0 {
             return Err(Error::Usage(
                 "-q/--quiet and -v/--verbose contradict each other: give one".into(),
             ));
         }
+        let base_url_explicit =
+            args.base_url.is_some() || env_base_url.as_deref().is_some_and(|v| !v.is_empty());
+        let endpoints_explicit = args.endpoints.is_some();
         let base_url = match args.base_url {
             Some(url) => validate_base_url("--base-url", &url)?,
             None => match env_base_url.filter(|v| !v.is_empty()) {
@@ -321,6 +379,9 @@ impl Command {
             base_url,
             out: args.out.unwrap_or_else(|| PathBuf::from(".")),
             endpoints,
+            base_url_explicit,
+            endpoints_explicit,
+            resume: args.resume,
             timeout,
             max_body_bytes,
             rate,
@@ -474,6 +535,9 @@ mod tests {
             (&["--timeout", "0s"], "above zero"),
             (&["--max-body-mb", "0"], "whole number of MiB"),
             (&["fetch"], "unknown command \"fetch\""),
+            (&["verify"], "verify needs the run folder"),
+            (&["verify", "a", "b"], "unexpected argument b"),
+            (&["--resume", "x", "--out", "y"], "conflict"),
             (&["run", "extra"], "unexpected argument extra"),
             (&["-q", "-v"], "contradict"),
             (&["--rate", "fast"], "--rate"),

@@ -29,6 +29,9 @@ pub(crate) enum Error {
         path: PathBuf,
         source: io::Error,
     },
+    /// A state file we read back (run manifest, checkpoint, hash log) is damaged or
+    /// from another version; `reason` names the problem and the way out.
+    BadFile { path: PathBuf, reason: String },
 }
 
 impl Error {
@@ -44,7 +47,7 @@ impl Error {
     /// The exit status a run that stops on this error ends with.
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) | Error::Io { .. } => EXIT_FATAL,
+            Error::Usage(_) | Error::Io { .. } | Error::BadFile { .. } => EXIT_FATAL,
         }
     }
 }
@@ -58,6 +61,7 @@ impl fmt::Display for Error {
                 path,
                 source,
             } => write!(f, "{action} {}: {}", path.display(), describe_io(source)),
+            Error::BadFile { path, reason } => write!(f, "{}: {reason}", path.display()),
         }
     }
 }

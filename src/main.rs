@@ -5,9 +5,11 @@
 //! error = gave up on an endpoint or the run; warn = a retry or an odd record;
 //! info = run and endpoint milestones; debug = each request; trace = detail.
 
+mod checkpoint;
 mod cli;
 mod client;
 mod error;
+mod fetch;
 mod logger;
 mod pace;
 mod page;
@@ -15,9 +17,11 @@ mod plan;
 mod record;
 mod retry;
 mod run;
+mod signal;
 mod store;
 mod summary;
 mod timestamp;
+mod verify;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -38,8 +42,10 @@ fn main() -> ExitCode {
     match command {
         Command::Help => print_stdout(cli::HELP),
         Command::Version => print_stdout(&format!("kalshi-ingest {}\n", env!("CARGO_PKG_VERSION"))),
+        Command::Verify(dir) => verify_command(&dir),
         Command::Run(config) => {
             logger::init(config.verbosity);
+            signal::install();
             match run::run(&config) {
                 Ok(outcome) => {
                     log::logger().flush();
@@ -52,6 +58,33 @@ fn main() -> ExitCode {
                     ExitCode::from(e.exit_code())
                 }
             }
+        }
+    }
+}
+
+/// `verify DIR`: problems on stdout as `path: reason`, a count or all-clear after.
+fn verify_command(dir: &std::path::Path) -> ExitCode {
+    match verify::verify(dir) {
+        Err(e) => {
+            eprintln!("kalshi-ingest: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+        Ok(report) if report.problems.is_empty() => print_stdout(&format!(
+            "ok: {} records in {} batches across {} endpoints; every record_hash recomputes\n",
+            report.records, report.batches, report.endpoints
+        )),
+        Ok(report) => {
+            let mut text = String::new();
+            for (path, reason) in &report.problems {
+                text.push_str(&format!("{}: {reason}\n", path.display()));
+            }
+            print_stdout(&text);
+            eprintln!(
+                "kalshi-ingest: verify found {} problem(s) in {}",
+                report.problems.len(),
+                dir.display()
+            );
+            ExitCode::from(error::EXIT_INCOMPLETE)
         }
     }
 }

@@ -30,8 +30,17 @@ impl Clock for SystemClock {
     fn now(&self) -> Duration {
         self.start.elapsed()
     }
+    /// Sleeps in short slices so that Ctrl-C ends a long wait (a recovery step can
+    /// be ten minutes) within a tenth of a second.
     fn sleep(&self, duration: Duration) {
-        std::thread::sleep(duration);
+        let end = Instant::now() + duration;
+        while !crate::signal::interrupted() {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
     }
 }
 

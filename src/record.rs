@@ -43,7 +43,7 @@ impl RecordHash {
     }
 
     /// The first 128 bits, the key of the deduplication index.
-    fn prefix(self) -> u128 {
+    pub(crate) fn prefix(self) -> u128 {
         let mut first = [0u8; 16];
         first.copy_from_slice(&self.0[..16]);
         u128::from_le_bytes(first)
@@ -126,9 +126,8 @@ pub(crate) fn write_envelope(endpoint: &str, record: &Record, pos: Position, out
     out.extend_from_slice(b"}\n");
 }
 
-/// Hashes the canonical form of an already parsed value.
-#[cfg(test)]
-fn hash_value(value: &Value) -> RecordHash {
+/// Hashes the canonical form of an already parsed value (`verify` re-hashes with it).
+pub(crate) fn hash_value(value: &Value) -> RecordHash {
     let mut buf = Vec::new();
     write_canonical(value, &mut buf);
     RecordHash(Sha256::digest(&buf[..]).into())
@@ -306,6 +305,13 @@ impl DedupIndex {
     /// Records `hash`; returns `false` when it was already present (a duplicate).
     pub(crate) fn insert(&mut self, hash: RecordHash) -> bool {
         self.seen.insert(hash.prefix())
+    }
+
+    /// An index holding the given prefixes (from the hash log on resume).
+    pub(crate) fn from_prefixes(prefixes: Vec<u128>) -> DedupIndex {
+        let mut seen = HashSet::with_capacity_and_hasher(prefixes.len(), Default::default());
+        seen.extend(prefixes);
+        DedupIndex { seen }
     }
 
     /// The number of distinct hashes held.

@@ -1,9 +1,8 @@
-//! The main job: create the run folder, walk the planned endpoints one at a time, each
-//! from its first page to its last, and write the session summary.
+//! The main job: create (or resume) the run folder, walk the planned endpoints one at a
+//! time, each from its first page to its last, checkpoint as batches become durable,
+//! and write the session summary.
 //!
-//! Each page request goes through the retry policy (`retry`): transient failures are
-//! retried in normal mode, then in extended recovery mode. What happens when a page
-//! cannot be had:
+//! What happens when a page cannot be had:
 //! * a permanent failure (a 4xx, a body over the cap, a repeated cursor): the endpoint
 //!   is incomplete, what it saved stays, and the run goes on with the next endpoint;
 //! * the recovery ladder is exhausted: the host is plainly down, so the remaining
@@ -11,26 +10,33 @@
 //!   ends with exit status 1;
 //! * before the run's first successful response the host does not resolve or accept
 //!   connections: the run stops at once with exit status 2 naming the host;
-//! * a disk error: the run stops, writes its summary if it can, exit status 2.
+//! * a disk error: the run stops, writes its summary if it can, exit status 2;
+//! * Ctrl-C or SIGTERM: the run stops at the next safe point (before a request or
+//!   during a wait), keeps every committed batch, writes the summary as `interrupted`
+//!   and exits with 130. `--resume DIR` continues it.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use log::{debug, error, info, warn};
+use log::{error, info, warn};
 
+use crate::checkpoint::{
+    self, Checkpoint, CheckpointState, Manifest, ResumePoint, Session, Syncer,
+};
 use crate::cli::RunConfig;
-use crate::client::{Client, ClientConfig, Failure, FailureClass, Fetched};
+use crate::client::{Client, ClientConfig};
 use crate::error::{EXIT_FATAL, EXIT_INCOMPLETE, EXIT_OK, Error};
-use crate::pace::{Clock, RateLimiter, SystemClock};
-use crate::page::{describe_json_error, parse_page};
-use crate::plan::EndpointSpec;
-use crate::record::{DedupIndex, Record, make_record};
-use crate::retry::{GiveUp, Outcome, Retry, RetryPolicy, Step, WaitKind, parse_retry_after};
-use crate::store::{self, BatchWriter};
+use crate::fetch::{Fetcher, PageError, describe_failure};
+use crate::pace::{RateLimiter, SystemClock};
+use crate::plan::{self, EndpointSpec};
+use crate::record::DedupIndex;
+use crate::retry::GiveUp;
+use crate::signal::EXIT_INTERRUPTED;
+use crate::store::{self, BatchWriter, WrittenCounts};
 use crate::summary::{
-    EndpointStatus, EndpointSummary, FailurePoint, RecoveryEpisode, SUMMARY_SCHEMA_VERSION,
-    Summary, Totals, summary_file_name,
+    EndpointStatus, EndpointSummary, FailurePoint, SUMMARY_SCHEMA_VERSION, Summary, Totals,
+    summary_file_name,
 };
 use crate::timestamp;
 
@@ -51,50 +57,121 @@ enum EndpointEnd {
     HostDown,
     /// The host was never reachable: stop the run as a fatal error.
     Unreachable(String),
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
 }
 
-/// Shared state of the run's request loop.
-struct Fetcher<'c> {
-    client: Client,
-    policy: RetryPolicy,
-    clock: &'c dyn Clock,
-    limiter: RateLimiter,
-    /// Whether any request of the run has succeeded yet.
-    contacted: bool,
-    requests: u64,
+/// Where and why an endpoint stopped early.
+struct Stopped {
+    url: String,
+    reason: String,
+    /// The 1-based page that could not be had.
+    page: u64,
+    /// The cursor a resume starts that page with.
+    resume_cursor: Option<String>,
 }
 
-/// A page that could not be had: the last failure and why we stopped.
-struct PageFailure {
-    failure: Failure,
-    give_up: GiveUp,
+/// The run folder and plan of this session: new, or taken from `--resume`.
+struct Setup {
+    run_dir: PathBuf,
+    manifest: Manifest,
+    endpoints: Vec<EndpointSpec>,
+    base_url: String,
+}
+
+fn set_up(config: &RunConfig) -> Result<Setup, Error> {
+    match &config.resume {
+        None => {
+            store::prepare_out_dir(&config.out)?;
+            let (run_dir, started) = store::create_run_dir(&config.out)?;
+            let manifest = Manifest {
+                schema_version: checkpoint::STATE_SCHEMA_VERSION,
+                tool_version: env!("CARGO_PKG_VERSION").to_string(),
+                session_id: timestamp::compact(started),
+                base_url: config.base_url.clone(),
+                endpoints: config
+                    .endpoints
+                    .iter()
+                    .map(|e| e.name.to_string())
+                    .collect(),
+                sessions: Vec::new(),
+            };
+            Ok(Setup {
+                run_dir,
+                manifest,
+                endpoints: config.endpoints.clone(),
+                base_url: config.base_url.clone(),
+            })
+        }
+        Some(dir) => {
+            let mut manifest = Manifest::load(dir)?;
+            for session in manifest.sessions.iter_mut().filter(|s| s.ended.is_none()) {
+                session.ended = Some("killed".to_string());
+            }
+            let endpoints = if config.endpoints_explicit {
+                config.endpoints.clone()
+            } else {
+                plan::parse_endpoint_list(&manifest.endpoints.join(",")).map_err(|e| {
+                    Error::BadFile {
+                        path: dir.join(checkpoint::MANIFEST_NAME),
+                        reason: format!("lists endpoints this version does not know: {e}"),
+                    }
+                })?
+            };
+            manifest.endpoints = endpoints.iter().map(|e| e.name.to_string()).collect();
+            let base_url = if config.base_url_explicit {
+                config.base_url.clone()
+            } else {
+                manifest.base_url.clone()
+            };
+            manifest.base_url = base_url.clone();
+            Ok(Setup {
+                run_dir: dir.clone(),
+                manifest,
+                endpoints,
+                base_url,
+            })
+        }
+    }
 }
 
 /// Runs the main job. `Err` only when nothing useful could be started (the run folder
-/// cannot be created); later fatal errors are logged, recorded in the summary and
-/// reported through the exit code.
+/// cannot be created or resumed); later fatal errors are logged, recorded in the
+/// summary and reported through the exit code.
 pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
-    store::prepare_out_dir(&config.out)?;
-    let (run_dir, started) = store::create_run_dir(&config.out)?;
+    let Setup {
+        run_dir,
+        mut manifest,
+        endpoints: specs,
+        base_url,
+    } = set_up(config)?;
     crate::logger::attach_file(&run_dir.join(LOG_FILE_NAME))?;
-    let session_id = timestamp::compact(started);
+    // Read every checkpoint before doing anything: a damaged one stops the run here.
+    let checkpoints = specs
+        .iter()
+        .map(|spec| checkpoint::load(&run_dir, spec.name))
+        .collect::<Result<Vec<_>, Error>>()?;
+    let session_started = timestamp::now();
+    manifest.sessions.push(Session {
+        started_at: timestamp::rfc3339(session_started),
+        finished_at: None,
+        duration_seconds: None,
+        ended: None,
+    });
+    manifest.save(&run_dir)?;
+    let session_id = manifest.session_id.clone();
     let wall = Instant::now();
     info!(
-        "run {session_id}: folder {}, base URL {}, endpoints {}",
+        "run {session_id} session {}: folder {}, base URL {base_url}, endpoints {}",
+        manifest.sessions.len(),
         run_dir.display(),
-        config.base_url,
-        config
-            .endpoints
-            .iter()
-            .map(|e| e.name)
-            .collect::<Vec<_>>()
-            .join(",")
+        manifest.endpoints.join(",")
     );
 
     let clock = SystemClock::new();
     let mut fetcher = Fetcher {
         client: Client::new(ClientConfig {
-            base_url: config.base_url.clone(),
+            base_url: base_url.clone(),
             timeout: config.timeout,
             max_body_bytes: config.max_body_bytes,
         }),
@@ -104,8 +181,8 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
         contacted: false,
         requests: 0,
     };
-    let mut endpoints: Vec<EndpointSummary> = config
-        .endpoints
+    let mut syncer = Syncer::start(&run_dir);
+    let mut summaries: Vec<EndpointSummary> = specs
         .iter()
         .map(|spec| EndpointSummary {
             name: spec.name.to_string(),
@@ -114,9 +191,19 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
         })
         .collect();
     let mut fatal = false;
+    let mut interrupted = false;
     let mut stopped_early = None;
-    for (spec, summary) in config.endpoints.iter().zip(endpoints.iter_mut()) {
-        match ingest_endpoint(&mut fetcher, &run_dir, spec, summary) {
+    for ((spec, summary), saved) in specs.iter().zip(summaries.iter_mut()).zip(checkpoints) {
+        if let Some(cp) = saved
+            .as_ref()
+            .filter(|cp| cp.state == CheckpointState::Complete)
+        {
+            info!("{}: complete in an earlier session, skipped", spec.name);
+            *summary = cp.summary.clone();
+            continue;
+        }
+        let end = ingest_endpoint(&mut fetcher, &mut syncer, &run_dir, spec, summary, saved);
+        match end {
             Ok(EndpointEnd::Continue) => {}
             Ok(EndpointEnd::HostDown) => {
                 let why = format!(
@@ -134,6 +221,11 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
                 fatal = true;
                 break;
             }
+            Ok(EndpointEnd::Interrupted) => {
+                stopped_early = Some("interrupted by a signal (Ctrl-C or SIGTERM)".to_string());
+                interrupted = true;
+                break;
+            }
             Err(e) => {
                 error!("{}: stopping the run: {e}", spec.name);
                 stopped_early = Some(e.to_string());
@@ -142,37 +234,53 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
             }
         }
     }
+    if let Err(e) = syncer.finish() {
+        error!("stopping the run: {e}");
+        stopped_early.get_or_insert(e.to_string());
+        fatal = true;
+    }
 
-    let totals = Totals::of(&endpoints);
-    let exit_code = if fatal {
-        EXIT_FATAL
-    } else if totals.endpoints_complete < endpoints.len() as u64 {
-        EXIT_INCOMPLETE
+    let totals = Totals::of(&summaries);
+    let (status, exit_code) = if fatal {
+        ("incomplete", EXIT_FATAL)
+    } else if interrupted {
+        ("interrupted", EXIT_INTERRUPTED)
+    } else if totals.endpoints_complete < summaries.len() as u64 {
+        ("incomplete", EXIT_INCOMPLETE)
     } else {
-        EXIT_OK
+        ("complete", EXIT_OK)
     };
+    let finished = timestamp::now();
+    if let Some(session) = manifest.sessions.last_mut() {
+        session.finished_at = Some(timestamp::rfc3339(finished));
+        session.duration_seconds = Some(wall.elapsed().as_secs_f64());
+        session.ended = Some(if fatal { "failed" } else { status }.to_string());
+    }
+    if let Err(e) = manifest.save(&run_dir) {
+        error!("{e}");
+    }
+    let first_start = manifest.sessions.first().map_or_else(
+        || timestamp::rfc3339(session_started),
+        |s| s.started_at.clone(),
+    );
     let summary = Summary {
         schema_version: SUMMARY_SCHEMA_VERSION,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         session_id: session_id.clone(),
-        started_at: timestamp::rfc3339(started),
-        finished_at: timestamp::rfc3339(timestamp::now()),
-        duration_seconds: wall.elapsed().as_secs_f64(),
-        base_url: config.base_url.clone(),
-        endpoints_planned: config
-            .endpoints
+        started_at: first_start,
+        finished_at: timestamp::rfc3339(finished),
+        duration_seconds: manifest
+            .sessions
             .iter()
-            .map(|e| e.name.to_string())
-            .collect(),
-        status: if exit_code == EXIT_OK {
-            "complete"
-        } else {
-            "incomplete"
-        }
-        .to_string(),
+            .filter_map(|s| s.duration_seconds)
+            .sum(),
+        base_url,
+        endpoints_planned: manifest.endpoints.clone(),
+        status: status.to_string(),
         stopped_early,
         exit_code,
-        endpoints,
+        sessions: manifest.sessions.clone(),
+        endpoints: summaries,
         totals,
     };
     let summary_path = run_dir.join(summary_file_name(&session_id));
@@ -187,248 +295,96 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
     }
     let t = &summary.totals;
     info!(
-        "run {session_id} {}: {} records saved, {} duplicates skipped, {} requests, {:.1} s; summary {}",
-        summary.status,
+        "run {session_id} {status}: {} records saved, {} duplicates skipped, {} requests; summary {}",
         t.records_saved,
         t.duplicates_skipped,
         t.requests,
-        summary.duration_seconds,
         summary_path.display()
     );
+    if interrupted || exit_code == EXIT_INCOMPLETE {
+        warn!(
+            "{}: resume with: kalshi-ingest run --resume {}",
+            if interrupted {
+                "interrupted"
+            } else {
+                "incomplete"
+            },
+            run_dir.display()
+        );
+    }
     Ok(RunOutcome { run_dir, exit_code })
 }
 
-/// One page, parsed and turned into owned records.
-struct PageData {
-    records: Vec<Record>,
-    cursor: Option<String>,
-    bytes: u64,
+/// The counters to store in a checkpoint: the live summary with the writer's counts.
+fn snapshot(
+    summary: &EndpointSummary,
+    written: WrittenCounts,
+    base: f64,
+    started: Instant,
+) -> EndpointSummary {
+    let mut snap = summary.clone();
+    snap.records_saved = written.records;
+    snap.batches = written.batches;
+    snap.bytes_written = written.bytes;
+    snap.duration_seconds = base + started.elapsed().as_secs_f64();
+    snap.status = EndpointStatus::Interrupted;
+    snap.failure = None;
+    snap
 }
 
-/// Parses a fetched body into records. Any problem is a [`Failure`] the retry policy
-/// classifies: cut-off JSON is a truncated transfer, an HTML page or wrong shape a bad
-/// body (both transient), an unparseable record inside a valid page permanent.
-fn parse_fetched(fetched: &Fetched, spec: &EndpointSpec) -> Result<PageData, Failure> {
-    let page = parse_page(&fetched.body, spec.array_key).map_err(|reason| {
-        let class = if reason.contains("truncated") {
-            FailureClass::Truncated
-        } else {
-            FailureClass::BadBody
-        };
-        Failure::new(class, format!("unexpected response: {reason}"))
-    })?;
-    let ingestion_time = timestamp::compact(timestamp::now());
-    let mut scratch = Vec::with_capacity(16 * 1024);
-    let mut records = Vec::with_capacity(page.records.len());
-    for raw in &page.records {
-        let record =
-            make_record(raw, spec.id_field, &ingestion_time, &mut scratch).map_err(|e| {
-                Failure::new(
-                    FailureClass::BadRecord,
-                    format!(
-                        "a record is not valid JSON: {}",
-                        describe_json_error(&e, raw.get().as_bytes())
-                    ),
-                )
-            })?;
-        records.push(record);
-    }
-    Ok(PageData {
-        records,
-        cursor: page.cursor,
-        bytes: fetched.body.len() as u64,
-    })
-}
-
-/// One line for the summary and log: the reason and its class.
-fn describe_failure(f: &Failure) -> String {
-    format!("{} [{}]", f.reason, f.class.name())
-}
-
-/// `1m05s`, `3.2s` or `250ms`.
-fn human(d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs < 1.0 {
-        format!("{}ms", d.as_millis())
-    } else if secs < 60.0 {
-        format!("{secs:.1}s")
-    } else {
-        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
-    }
-}
-
-impl Fetcher<'_> {
-    /// Fetches and parses one page, retrying per the policy. Updates the endpoint's
-    /// request, retry, wait and recovery counters.
-    fn fetch_page(
-        &mut self,
-        spec: &EndpointSpec,
-        page_number: u64,
-        query: &[(&str, String)],
-        summary: &mut EndpointSummary,
-    ) -> Result<PageData, PageFailure> {
-        let url = self.client.url_for(spec.path, query);
-        let policy = self.policy.clone();
-        let mut retry = Retry::new(&policy, !self.contacted, self.clock.now(), self.requests);
-        let mut episode: Option<(String, Duration, u32)> = None;
-        loop {
-            let pace = self.limiter.delay(self.clock.now());
-            if !pace.is_zero() {
-                summary.pacing_seconds += pace.as_secs_f64();
-                self.clock.sleep(pace);
-            }
-            self.requests += 1;
-            summary.requests += 1;
-            let result = self.client.get(spec.path, query).and_then(|fetched| {
-                debug!(
-                    "GET {url} -> 200, {} bytes, {} ms",
-                    fetched.body.len(),
-                    fetched.elapsed.as_millis()
-                );
-                parse_fetched(&fetched, spec)
-            });
-            let outcome = match &result {
-                Ok(_) => Outcome::Success,
-                Err(f) => {
-                    debug!("GET {url} -> {}", describe_failure(f));
-                    *summary
-                        .retries_by_class
-                        .entry(f.class.name().to_string())
-                        .or_default() += 1;
-                    if f.class == FailureClass::RateLimited {
-                        summary.rate_limited += 1;
-                        self.limiter.on_rate_limited();
-                    }
-                    Outcome::Failed {
-                        class: f.class,
-                        retry_after: f
-                            .retry_after
-                            .as_deref()
-                            .and_then(|v| parse_retry_after(v, timestamp::now())),
-                    }
-                }
-            };
-            let step = retry.on_outcome(outcome, self.clock.now());
-            let failure = match result {
-                Ok(page) => {
-                    self.contacted = true;
-                    self.limiter.on_success();
-                    if let Step::Done {
-                        recovered_after: Some(took),
-                    } = step
-                    {
-                        let (started_at, _, steps) = episode.take().unwrap_or_default();
-                        warn!(
-                            "Network recovered after {} in recovery mode: {} page {page_number} \
-                             (recovery step {steps})",
-                            human(took),
-                            spec.name
-                        );
-                        summary.recovery_episodes.push(RecoveryEpisode {
-                            page: page_number,
-                            started_at,
-                            duration_seconds: took.as_secs_f64(),
-                            steps,
-                            recovered: true,
-                        });
-                    }
-                    return Ok(page);
-                }
-                Err(failure) => failure,
-            };
-            match step {
-                Step::Done { .. } => unreachable!("a failed attempt never finishes the request"),
-                Step::Wait { wait, kind } => {
-                    let reason = describe_failure(&failure);
-                    match kind {
-                        WaitKind::Backoff { next_try } => warn!(
-                            "{}: page {page_number}: {reason}; try {next_try}/{} in {}",
-                            spec.name,
-                            policy.tries,
-                            human(wait)
-                        ),
-                        WaitKind::RateLimited => warn!(
-                            "{}: page {page_number}: rate limited (HTTP 429); waiting {}, \
-                             pacing now {:.1} requests/s",
-                            spec.name,
-                            human(wait),
-                            self.limiter.current_rate()
-                        ),
-                        WaitKind::EnterRecovery => {
-                            warn!(
-                                "TIMEOUT RECOVERY MODE: {}: page {page_number}: {} tries failed \
-                                 (last: {reason}); recovery step 1/{} in {}",
-                                spec.name,
-                                policy.tries,
-                                policy.recovery_steps,
-                                human(wait)
-                            );
-                            episode =
-                                Some((timestamp::rfc3339(timestamp::now()), self.clock.now(), 1));
-                        }
-                        WaitKind::RecoveryStep { step } => {
-                            warn!(
-                                "{}: page {page_number}: recovery step {}/{} failed: {reason}; \
-                                 step {step}/{} in {}",
-                                spec.name,
-                                step - 1,
-                                policy.recovery_steps,
-                                policy.recovery_steps,
-                                human(wait)
-                            );
-                            if let Some(e) = episode.as_mut() {
-                                e.2 = step;
-                            }
-                        }
-                    }
-                    summary.wait_seconds += wait.as_secs_f64();
-                    self.clock.sleep(wait);
-                }
-                Step::GiveUp(give_up) => {
-                    if let Some((started_at, since, steps)) = episode.take() {
-                        let took = self.clock.now().saturating_sub(since);
-                        error!(
-                            "TIMEOUT RECOVERY FAILED: {}: page {page_number}: no good answer for {} \
-                             over {steps} recovery steps; last error: {}",
-                            spec.name,
-                            human(took),
-                            describe_failure(&failure)
-                        );
-                        summary.recovery_episodes.push(RecoveryEpisode {
-                            page: page_number,
-                            started_at,
-                            duration_seconds: took.as_secs_f64(),
-                            steps,
-                            recovered: false,
-                        });
-                    }
-                    return Err(PageFailure { failure, give_up });
-                }
-            }
-        }
-    }
-}
-
-/// Fetches one endpoint from its first page to its last, filling `summary`.
-/// `Err` only for errors that must stop the whole run (the disk).
+/// Fetches one endpoint from its checkpoint (or first page) to its last page, filling
+/// `summary`. `Err` only for errors that must stop the whole run (the disk).
 fn ingest_endpoint(
     fetcher: &mut Fetcher,
+    syncer: &mut Syncer,
     run_dir: &Path,
     spec: &EndpointSpec,
     summary: &mut EndpointSummary,
+    saved: Option<Checkpoint>,
 ) -> Result<EndpointEnd, Error> {
     let started = Instant::now();
-    info!(
-        "{}: starting ({}{})",
-        spec.name,
-        fetcher.client.base_url(),
-        spec.path
-    );
-    let mut writer = BatchWriter::create(run_dir, spec.name, spec.path)?;
-    let mut dedup = DedupIndex::default();
-    let mut seen_cursors: HashSet<String> = HashSet::new();
-    let mut cursor: Option<String> = None;
-    let mut failure: Option<(String, String)> = None;
+    let checkpoint_path = checkpoint::checkpoint_path(run_dir, spec.name);
+    let hash_log = checkpoint::hash_log_path(run_dir, spec.name);
+    let (already, mut dedup, resume) = match saved {
+        Some(cp) => {
+            info!(
+                "{}: resuming after {} records at page {} (skipping {} of its records)",
+                spec.name, cp.records, cp.resume.page_number, cp.resume.skip
+            );
+            let prefixes = checkpoint::load_hash_log(run_dir, spec.name, cp.records)?;
+            *summary = cp.summary;
+            let already = WrittenCounts {
+                records: cp.records,
+                batches: cp.batches,
+                bytes: summary.bytes_written,
+            };
+            (already, DedupIndex::from_prefixes(prefixes), cp.resume)
+        }
+        None => {
+            info!(
+                "{}: starting ({}{})",
+                spec.name,
+                fetcher.client.base_url(),
+                spec.path
+            );
+            let fresh = ResumePoint {
+                cursor: None,
+                page_number: 1,
+                skip: 0,
+            };
+            (WrittenCounts::default(), DedupIndex::default(), fresh)
+        }
+    };
+    summary.status = EndpointStatus::Incomplete;
+    summary.failure = None;
+    let base_duration = summary.duration_seconds;
+    let mut writer = BatchWriter::open(run_dir, spec.name, spec.path, &hash_log, already)?;
+    let mut last_checkpoint = snapshot(summary, already, base_duration, started);
+    let mut seen_cursors: HashSet<String> = resume.cursor.iter().cloned().collect();
+    let mut cursor = resume.cursor;
+    let mut page_number = resume.page_number;
+    let mut skip = resume.skip;
+    let mut failure: Option<Stopped> = None;
     let mut end = EndpointEnd::Continue;
 
     loop {
@@ -440,9 +396,13 @@ fn ingest_endpoint(
             query.push(("cursor", c.clone()));
         }
         let url = fetcher.client.url_for(spec.path, &query);
-        let page = match fetcher.fetch_page(spec, summary.pages + 1, &query, summary) {
+        let page = match fetcher.fetch_page(spec, page_number, &query, summary) {
             Ok(page) => page,
-            Err(PageFailure {
+            Err(PageError::Interrupted) => {
+                end = EndpointEnd::Interrupted;
+                break;
+            }
+            Err(PageError::GaveUp {
                 failure: f,
                 give_up,
             }) => {
@@ -455,13 +415,20 @@ fn ingest_endpoint(
                         fetcher.client.host()
                     )),
                 };
-                failure = Some((url, reason));
+                failure = Some(Stopped {
+                    url,
+                    reason,
+                    page: page_number,
+                    resume_cursor: cursor.clone(),
+                });
                 break;
             }
         };
-        summary.pages += 1;
         summary.bytes_received += page.bytes;
-        for record in page.records {
+        for (index, record) in page.records.into_iter().enumerate() {
+            if (index as u64) < skip {
+                continue;
+            }
             if !dedup.insert(record.hash) {
                 summary.duplicates_skipped += 1;
                 continue;
@@ -473,8 +440,29 @@ fn ingest_endpoint(
                     spec.name, spec.id_field
                 );
             }
-            writer.push(record)?;
+            if writer.push(record)? {
+                // A batch is committed: checkpoint just after this record.
+                last_checkpoint = snapshot(summary, writer.written(), base_duration, started);
+                syncer.submit(
+                    checkpoint_path.clone(),
+                    Checkpoint {
+                        schema_version: checkpoint::STATE_SCHEMA_VERSION,
+                        endpoint: spec.name.to_string(),
+                        state: CheckpointState::InProgress,
+                        batches: writer.written().batches,
+                        records: writer.written().records,
+                        resume: ResumePoint {
+                            cursor: cursor.clone(),
+                            page_number,
+                            skip: index as u64 + 1,
+                        },
+                        summary: last_checkpoint.clone(),
+                    },
+                )?;
+            }
         }
+        skip = 0;
+        summary.pages += 1;
         if spec.page_size.is_none() {
             break;
         }
@@ -483,32 +471,49 @@ fn ingest_endpoint(
             Some(next) => {
                 if !seen_cursors.insert(next.clone()) {
                     let shown: String = next.chars().take(80).collect();
-                    failure = Some((
+                    failure = Some(Stopped {
                         url,
-                        format!(
+                        reason: format!(
                             "the server returned cursor {shown:?} a second time; stopping \
                              instead of looping (page {} would repeat an earlier page)",
-                            summary.pages + 1
+                            page_number + 1
                         ),
-                    ));
+                        page: page_number + 1,
+                        resume_cursor: Some(next),
+                    });
                     break;
                 }
                 cursor = Some(next);
+                page_number += 1;
             }
         }
+    }
+
+    if let EndpointEnd::Interrupted = end {
+        // Keep the batch layout of an uninterrupted run: records not yet in a
+        // committed batch are fetched again on resume.
+        writer.discard_pending();
+        syncer.barrier()?;
+        *summary = last_checkpoint;
+        summary.duration_seconds = base_duration + started.elapsed().as_secs_f64();
+        warn!(
+            "{}: interrupted after {} records; the checkpoint is on disk",
+            spec.name, summary.records_saved
+        );
+        return Ok(end);
     }
 
     let written = writer.finish()?;
     summary.records_saved = written.records;
     summary.batches = written.batches;
     summary.bytes_written = written.bytes;
-    summary.duration_seconds = started.elapsed().as_secs_f64();
+    summary.duration_seconds = base_duration + started.elapsed().as_secs_f64();
     summary.records_per_second = if summary.duration_seconds > 0.0 {
         written.records as f64 / summary.duration_seconds
     } else {
         0.0
     };
-    match failure {
+    let (state, resume) = match failure {
         None => {
             summary.status = EndpointStatus::Complete;
             info!(
@@ -520,23 +525,42 @@ fn ingest_endpoint(
                 summary.requests,
                 summary.duration_seconds
             );
+            (CheckpointState::Complete, ResumePoint::default())
         }
-        Some((url, reason)) => {
+        Some(stopped) => {
             summary.status = EndpointStatus::Incomplete;
             error!(
-                "{}: incomplete after {} records: GET {url}: {reason}",
-                spec.name, written.records
+                "{}: incomplete after {} records: GET {}: {}",
+                spec.name, written.records, stopped.url, stopped.reason
             );
             summary.failure = Some(FailurePoint {
-                page: summary.pages + 1,
+                page: stopped.page,
                 records_saved: written.records,
                 last_good_cursor: cursor,
-                url,
-                error: reason,
+                url: stopped.url,
+                error: stopped.reason,
             });
+            let resume = ResumePoint {
+                cursor: stopped.resume_cursor,
+                page_number: stopped.page,
+                skip: 0,
+            };
+            (CheckpointState::Incomplete, resume)
         }
-    }
-    debug_assert_eq!(writer.pending_len(), 0);
+    };
+    syncer.submit(
+        checkpoint_path,
+        Checkpoint {
+            schema_version: checkpoint::STATE_SCHEMA_VERSION,
+            endpoint: spec.name.to_string(),
+            state,
+            batches: written.batches,
+            records: written.records,
+            resume,
+            summary: summary.clone(),
+        },
+    )?;
+    syncer.barrier()?;
     debug_assert_eq!(dedup.len() as u64, written.records);
     Ok(end)
 }

@@ -22,6 +22,8 @@ pub(crate) enum EndpointStatus {
     /// The run ended before this endpoint started.
     #[default]
     NotStarted,
+    /// Ctrl-C or SIGTERM stopped the endpoint; `--resume` continues it.
+    Interrupted,
 }
 
 /// Where and why an endpoint stopped early.
@@ -117,10 +119,12 @@ pub(crate) struct Summary {
     pub(crate) duration_seconds: f64,
     pub(crate) base_url: String,
     pub(crate) endpoints_planned: Vec<String>,
-    /// `complete` (every endpoint complete) or `incomplete`.
+    /// `complete` (every endpoint complete), `incomplete` or `interrupted`.
     pub(crate) status: String,
     /// Why the run stopped before its last endpoint, if it did.
     pub(crate) stopped_early: Option<String>,
+    /// Every session that worked on the run, interruptions included.
+    pub(crate) sessions: Vec<crate::checkpoint::Session>,
     /// The process exit status of the run.
     pub(crate) exit_code: u8,
     pub(crate) endpoints: Vec<EndpointSummary>,
@@ -139,7 +143,9 @@ impl Totals {
             t.bytes_written += e.bytes_written;
             match e.status {
                 EndpointStatus::Complete => t.endpoints_complete += 1,
-                EndpointStatus::Incomplete => t.endpoints_incomplete += 1,
+                EndpointStatus::Incomplete | EndpointStatus::Interrupted => {
+                    t.endpoints_incomplete += 1
+                }
                 EndpointStatus::NotStarted => {}
             }
         }

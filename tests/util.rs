@@ -106,6 +106,9 @@ impl RunOutput {
                 continue;
             }
             let endpoint = entry.file_name().to_string_lossy().to_string();
+            if endpoint == "checkpoints" {
+                continue;
+            }
             let mut files = Vec::new();
             let mut batches: Vec<PathBuf> = fs::read_dir(entry.path())
                 .expect("read endpoint dir")

@@ -51,6 +51,7 @@ FAULTS:
     --retry-after VALUE   Send this Retry-After header with every 429
 
 OTHER:
+    --latency-ms MS       Wait this long before answering each request [default: 0]
     --port N              Port to listen on [default: 0, any free port]
     --request-log FILE    Append one line per request: number, target, outcome
     -h, --help            Print this help
@@ -97,6 +98,7 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, String> {
         rate_limit: None,
         retry_after: None,
         request_log: None,
+        latency: Duration::ZERO,
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -133,6 +135,7 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, String> {
             "--rate-limit" => o.rate_limit = Some(num(&flag, value(&flag)?)?),
             "--retry-after" => o.retry_after = Some(value(&flag)?),
             "--request-log" => o.request_log = Some(value(&flag)?.into()),
+            "--latency-ms" => o.latency = Duration::from_millis(num(&flag, value(&flag)?)?),
             other => return Err(format!("unknown flag {other} (see --help)")),
         }
     }

@@ -70,6 +70,7 @@ pub struct Options {
     pub rate_limit: Option<f64>,
     pub retry_after: Option<String>,
     pub request_log: Option<PathBuf>,
+    pub latency: Duration,
 }
 
 struct State {
@@ -152,6 +153,9 @@ fn handle_connection(stream: TcpStream, state: &State) -> std::io::Result<()> {
             .unwrap_or("/")
             .to_string();
         let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        if !state.options.latency.is_zero() {
+            std::thread::sleep(state.options.latency);
+        }
         let reply = respond(state, n, &target);
         log_request(state, n, &target, &reply);
         match reply {

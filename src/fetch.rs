@@ -1,0 +1,249 @@
+//! Fetching one page: pacing, the HTTP attempt, parsing into records, and the retry
+//! loop driven by the `retry` state machine, with its logging (`TIMEOUT RECOVERY
+//! MODE`, `Network recovered`, `TIMEOUT RECOVERY FAILED`) and counters.
+
+use std::time::Duration;
+
+use log::{debug, error, warn};
+
+use crate::client::{Client, Failure, FailureClass, Fetched};
+use crate::pace::{Clock, RateLimiter};
+use crate::page::{describe_json_error, parse_page};
+use crate::plan::EndpointSpec;
+use crate::record::{Record, make_record};
+use crate::retry::{GiveUp, Outcome, Retry, RetryPolicy, Step, WaitKind, parse_retry_after};
+use crate::summary::{EndpointSummary, RecoveryEpisode};
+use crate::timestamp;
+
+/// Shared state of the run's request loop.
+pub(crate) struct Fetcher<'c> {
+    pub(crate) client: Client,
+    pub(crate) policy: RetryPolicy,
+    pub(crate) clock: &'c dyn Clock,
+    pub(crate) limiter: RateLimiter,
+    /// Whether any request of the run has succeeded yet.
+    pub(crate) contacted: bool,
+    pub(crate) requests: u64,
+}
+
+/// Why a page could not be had.
+pub(crate) enum PageError {
+    /// The retry policy gave up; `failure` is the last attempt's.
+    GaveUp { failure: Failure, give_up: GiveUp },
+    /// Ctrl-C or SIGTERM arrived.
+    Interrupted,
+}
+
+/// One page, parsed and turned into owned records.
+pub(crate) struct PageData {
+    pub(crate) records: Vec<Record>,
+    pub(crate) cursor: Option<String>,
+    pub(crate) bytes: u64,
+}
+
+/// Parses a fetched body into records. Any problem is a [`Failure`] the retry policy
+/// classifies: cut-off JSON is a truncated transfer, an HTML page or wrong shape a bad
+/// body (both transient), an unparseable record inside a valid page permanent.
+fn parse_fetched(fetched: &Fetched, spec: &EndpointSpec) -> Result<PageData, Failure> {
+    let page = parse_page(&fetched.body, spec.array_key).map_err(|reason| {
+        let class = if reason.contains("truncated") {
+            FailureClass::Truncated
+        } else {
+            FailureClass::BadBody
+        };
+        Failure::new(class, format!("unexpected response: {reason}"))
+    })?;
+    let ingestion_time = timestamp::compact(timestamp::now());
+    let mut scratch = Vec::with_capacity(16 * 1024);
+    let mut records = Vec::with_capacity(page.records.len());
+    for raw in &page.records {
+        let record =
+            make_record(raw, spec.id_field, &ingestion_time, &mut scratch).map_err(|e| {
+                Failure::new(
+                    FailureClass::BadRecord,
+                    format!(
+                        "a record is not valid JSON: {}",
+                        describe_json_error(&e, raw.get().as_bytes())
+                    ),
+                )
+            })?;
+        records.push(record);
+    }
+    Ok(PageData {
+        records,
+        cursor: page.cursor,
+        bytes: fetched.body.len() as u64,
+    })
+}
+
+/// One line for the summary and log: the reason and its class.
+pub(crate) fn describe_failure(f: &Failure) -> String {
+    format!("{} [{}]", f.reason, f.class.name())
+}
+
+/// `1m05s`, `3.2s` or `250ms`.
+fn human(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 1.0 {
+        format!("{}ms", d.as_millis())
+    } else if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}
+
+impl Fetcher<'_> {
+    /// Fetches and parses one page, retrying per the policy. Updates the endpoint's
+    /// request, retry, wait and recovery counters.
+    pub(crate) fn fetch_page(
+        &mut self,
+        spec: &EndpointSpec,
+        page_number: u64,
+        query: &[(&str, String)],
+        summary: &mut EndpointSummary,
+    ) -> Result<PageData, PageError> {
+        let url = self.client.url_for(spec.path, query);
+        let policy = self.policy.clone();
+        let mut retry = Retry::new(&policy, !self.contacted, self.clock.now(), self.requests);
+        let mut episode: Option<(String, Duration, u32)> = None;
+        loop {
+            if crate::signal::interrupted() {
+                return Err(PageError::Interrupted);
+            }
+            let pace = self.limiter.delay(self.clock.now());
+            if !pace.is_zero() {
+                summary.pacing_seconds += pace.as_secs_f64();
+                self.clock.sleep(pace);
+            }
+            self.requests += 1;
+            summary.requests += 1;
+            let result = self.client.get(spec.path, query).and_then(|fetched| {
+                debug!(
+                    "GET {url} -> 200, {} bytes, {} ms",
+                    fetched.body.len(),
+                    fetched.elapsed.as_millis()
+                );
+                parse_fetched(&fetched, spec)
+            });
+            let outcome = match &result {
+                Ok(_) => Outcome::Success,
+                Err(f) => {
+                    debug!("GET {url} -> {}", describe_failure(f));
+                    *summary
+                        .retries_by_class
+                        .entry(f.class.name().to_string())
+                        .or_default() += 1;
+                    if f.class == FailureClass::RateLimited {
+                        summary.rate_limited += 1;
+                        self.limiter.on_rate_limited();
+                    }
+                    Outcome::Failed {
+                        class: f.class,
+                        retry_after: f
+                            .retry_after
+                            .as_deref()
+                            .and_then(|v| parse_retry_after(v, timestamp::now())),
+                    }
+                }
+            };
+            let step = retry.on_outcome(outcome, self.clock.now());
+            let failure = match result {
+                Ok(page) => {
+                    self.contacted = true;
+                    self.limiter.on_success();
+                    if let Step::Done {
+                        recovered_after: Some(took),
+                    } = step
+                    {
+                        let (started_at, _, steps) = episode.take().unwrap_or_default();
+                        warn!(
+                            "Network recovered after {} in recovery mode: {} page {page_number} \
+                             (recovery step {steps})",
+                            human(took),
+                            spec.name
+                        );
+                        summary.recovery_episodes.push(RecoveryEpisode {
+                            page: page_number,
+                            started_at,
+                            duration_seconds: took.as_secs_f64(),
+                            steps,
+                            recovered: true,
+                        });
+                    }
+                    return Ok(page);
+                }
+                Err(failure) => failure,
+            };
+            match step {
+                Step::Done { .. } => unreachable!("a failed attempt never finishes the request"),
+                Step::Wait { wait, kind } => {
+                    let reason = describe_failure(&failure);
+                    match kind {
+                        WaitKind::Backoff { next_try } => warn!(
+                            "{}: page {page_number}: {reason}; try {next_try}/{} in {}",
+                            spec.name,
+                            policy.tries,
+                            human(wait)
+                        ),
+                        WaitKind::RateLimited => warn!(
+                            "{}: page {page_number}: rate limited (HTTP 429); waiting {}, \
+                             pacing now {:.1} requests/s",
+                            spec.name,
+                            human(wait),
+                            self.limiter.current_rate()
+                        ),
+                        WaitKind::EnterRecovery => {
+                            warn!(
+                                "TIMEOUT RECOVERY MODE: {}: page {page_number}: {} tries failed \
+                                 (last: {reason}); recovery step 1/{} in {}",
+                                spec.name,
+                                policy.tries,
+                                policy.recovery_steps,
+                                human(wait)
+                            );
+                            episode =
+                                Some((timestamp::rfc3339(timestamp::now()), self.clock.now(), 1));
+                        }
+                        WaitKind::RecoveryStep { step } => {
+                            warn!(
+                                "{}: page {page_number}: recovery step {}/{} failed: {reason}; \
+                                 step {step}/{} in {}",
+                                spec.name,
+                                step - 1,
+                                policy.recovery_steps,
+                                policy.recovery_steps,
+                                human(wait)
+                            );
+                            if let Some(e) = episode.as_mut() {
+                                e.2 = step;
+                            }
+                        }
+                    }
+                    summary.wait_seconds += wait.as_secs_f64();
+                    self.clock.sleep(wait);
+                }
+                Step::GiveUp(give_up) => {
+                    if let Some((started_at, since, steps)) = episode.take() {
+                        let took = self.clock.now().saturating_sub(since);
+                        error!(
+                            "TIMEOUT RECOVERY FAILED: {}: page {page_number}: no good answer for {} \
+                             over {steps} recovery steps; last error: {}",
+                            spec.name,
+                            human(took),
+                            describe_failure(&failure)
+                        );
+                        summary.recovery_episodes.push(RecoveryEpisode {
+                            page: page_number,
+                            started_at,
+                            duration_seconds: took.as_secs_f64(),
+                            steps,
+                            recovered: false,
+                        });
+                    }
+                    return Err(PageError::GaveUp { failure, give_up });
+                }
+            }
+        }
+    }
+}
