@@ -54,6 +54,9 @@ pub(crate) struct Manifest {
     pub(crate) session_id: String,
     pub(crate) base_url: String,
     pub(crate) endpoints: Vec<String>,
+    /// `files` or `jsonl`; a resumed run keeps its format.
+    #[serde(default)]
+    pub(crate) format: crate::store::Format,
     pub(crate) sessions: Vec<Session>,
 }
 
@@ -248,6 +251,22 @@ pub(crate) fn sync_file_system(dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Queues checkpoints for a [`Syncer`] from any thread. A send that fails (the
+/// syncer stopped on an error) is dropped here; the error surfaces from the syncer's
+/// next `barrier` or `finish`.
+#[derive(Clone)]
+pub(crate) struct SyncHandle {
+    jobs: Option<mpsc::Sender<Job>>,
+}
+
+impl SyncHandle {
+    pub(crate) fn submit(&self, path: PathBuf, checkpoint: Checkpoint) {
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(Job::Save(path, Box::new(checkpoint)));
+        }
+    }
+}
+
 enum Job {
     Save(PathBuf, Box<Checkpoint>),
     Barrier(mpsc::Sender<()>),
@@ -300,6 +319,14 @@ impl Syncer {
         Syncer {
             jobs: Some(tx),
             thread: Some(thread),
+        }
+    }
+
+    /// A handle that queues checkpoints from another thread (the batch writer, right
+    /// after it commits the batch a checkpoint covers).
+    pub(crate) fn handle(&self) -> SyncHandle {
+        SyncHandle {
+            jobs: self.jobs.clone(),
         }
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::plan::{self, EndpointSpec};
 use crate::retry::RetryPolicy;
+use crate::store::Format;
 
 /// The production API, used when neither `--base-url` nor `KALSHI_BASE_URL` is set.
 pub(crate) const DEFAULT_BASE_URL: &str = "https://api.elections.kalshi.com/trade-api/v2";
@@ -37,6 +38,11 @@ OPTIONS:
                           missing [default: .]
     --endpoints LIST      Comma-separated endpoints to fetch, in order: series, events,
                           markets, or all [default: series,events,markets]
+    --format FORMAT       files: one JSON file per record; jsonl: one JSON Lines file
+                          per batch (batch_NNNN.jsonl), same envelopes [default: files]
+    --stdout              Stream the envelopes as JSON Lines on stdout instead of
+                          writing files (no run folder; logs stay on stderr). A
+                          reader that closes the pipe ends the run quietly, exit 0
     --resume DIR          Continue the interrupted or incomplete run in DIR: complete
                           endpoints are skipped, the others continue from their
                           checkpoint. Its base URL and endpoints are reused unless
@@ -66,6 +72,10 @@ RETRY (DURATION: 500ms, 60s, 2m, 1h):
                           that does not resolve or refuses connections is retried
                           this long (at most --tries times), then the run stops
                           with status 2 [default: 60s]
+    --progress-interval DURATION
+                          When stderr is not a terminal, print a progress line this
+                          often (0 = never); on a terminal a live status line is
+                          shown instead [default: 10s]
     -v, --verbose         More log detail on stderr: -v info, -vv debug, -vvv trace
     -q, --quiet           Only errors on stderr
     -h, --help            Print this help
@@ -105,6 +115,9 @@ pub(crate) struct Args {
     /// Positional arguments after the command.
     pub(crate) operands: Vec<PathBuf>,
     pub(crate) resume: Option<PathBuf>,
+    pub(crate) format: Option<String>,
+    pub(crate) stdout: bool,
+    pub(crate) progress_interval: Option<String>,
     pub(crate) base_url: Option<String>,
     pub(crate) out: Option<PathBuf>,
     pub(crate) endpoints: Option<String>,
@@ -143,11 +156,17 @@ pub(crate) struct RunConfig {
     pub(crate) endpoints_explicit: bool,
     /// The run folder to continue.
     pub(crate) resume: Option<PathBuf>,
+    /// Files, JSON Lines batches, or stdout.
+    pub(crate) format: Format,
+    /// Whether `--format` was given (a resumed run otherwise keeps its own).
+    pub(crate) format_explicit: bool,
     pub(crate) timeout: Duration,
     pub(crate) max_body_bytes: u64,
     /// Requests per second; 0 = no pacing.
     pub(crate) rate: f64,
     pub(crate) retry: RetryPolicy,
+    /// How often a progress line is printed when stderr is not a terminal.
+    pub(crate) progress_interval: Duration,
     /// -1 quiet, 0 default, 1.. more verbose.
     pub(crate) verbosity: i8,
 }
@@ -169,6 +188,9 @@ pub(crate) fn parse_args(raw: Vec<OsString>) -> Result<Args, Error> {
         .opt_value_from_os_str("--out", |s| Ok::<_, String>(PathBuf::from(s)))
         .map_err(bad)?;
     args.endpoints = p.opt_value_from_str("--endpoints").map_err(bad)?;
+    args.format = p.opt_value_from_str("--format").map_err(bad)?;
+    args.stdout = p.contains("--stdout");
+    args.progress_interval = p.opt_value_from_str("--progress-interval").map_err(bad)?;
     args.resume = p
         .opt_value_from_os_str("--resume", |s| Ok::<_, String>(PathBuf::from(s)))
         .map_err(bad)?;
@@ -261,6 +283,26 @@ impl Command {
                     "unknown command {other:?} (commands: run, verify; see kalshi-ingest --help)"
                 )));
             }
+        }
+        let format = match (args.format.as_deref(), args.stdout) {
+            (None, true) => Format::Stdout,
+            (Some(_), true) => {
+                return Err(Error::Usage(
+                    "--stdout and --format conflict: --stdout always streams JSON Lines".into(),
+                ));
+            }
+            (None | Some("files"), false) => Format::Files,
+            (Some("jsonl"), false) => Format::Jsonl,
+            (Some(other), false) => {
+                return Err(Error::Usage(format!(
+                    "--format {other:?}: expected files or jsonl (or use --stdout)"
+                )));
+            }
+        };
+        if args.stdout && (args.out.is_some() || args.resume.is_some()) {
+            return Err(Error::Usage(
+                "--stdout writes no files: it cannot be combined with --out or --resume".into(),
+            ));
         }
         if args.resume.is_some() && args.out.is_some() {
             return Err(Error::Usage(
@@ -382,6 +424,12 @@ impl Command {
             base_url_explicit,
             endpoints_explicit,
             resume: args.resume,
+            format,
+            format_explicit: args.format.is_some(),
+            progress_interval: match &args.progress_interval {
+                Some(text) => parse_duration("--progress-interval", text)?,
+                None => Duration::from_secs(10),
+            },
             timeout,
             max_body_bytes,
             rate,
@@ -538,6 +586,9 @@ mod tests {
             (&["verify"], "verify needs the run folder"),
             (&["verify", "a", "b"], "unexpected argument b"),
             (&["--resume", "x", "--out", "y"], "conflict"),
+            (&["--format", "csv"], "expected files or jsonl"),
+            (&["--stdout", "--format", "jsonl"], "conflict"),
+            (&["--stdout", "--out", "x"], "cannot be combined"),
             (&["run", "extra"], "unexpected argument extra"),
             (&["-q", "-v"], "contradict"),
             (&["--rate", "fast"], "--rate"),

@@ -44,6 +44,11 @@ impl Error {
         }
     }
 
+    /// Whether this is a write to a pipe whose reader has gone (`| head`).
+    pub(crate) fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
+
     /// The exit status a run that stops on this error ends with.
     pub(crate) fn exit_code(&self) -> u8 {
         match self {

@@ -179,6 +179,25 @@ impl Fetcher<'_> {
                 Step::Done { .. } => unreachable!("a failed attempt never finishes the request"),
                 Step::Wait { wait, kind } => {
                     let reason = describe_failure(&failure);
+                    crate::progress::status(&match kind {
+                        WaitKind::Backoff { next_try } => {
+                            format!(
+                                "retrying ({}), try {next_try}/{}",
+                                failure.class.name(),
+                                policy.tries
+                            )
+                        }
+                        WaitKind::RateLimited => "rate limited, waiting".to_string(),
+                        WaitKind::EnterRecovery => {
+                            format!("TIMEOUT RECOVERY MODE, step 1/{}", policy.recovery_steps)
+                        }
+                        WaitKind::RecoveryStep { step } => {
+                            format!(
+                                "TIMEOUT RECOVERY MODE, step {step}/{}",
+                                policy.recovery_steps
+                            )
+                        }
+                    });
                     match kind {
                         WaitKind::Backoff { next_try } => warn!(
                             "{}: page {page_number}: {reason}; try {next_try}/{} in {}",

@@ -29,6 +29,7 @@ impl Log for Tee {
 
     fn log(&self, record: &Record) {
         if self.stderr.matches(record) {
+            crate::progress::clear();
             self.stderr.log(record);
         }
         // Dependencies' own chatter (ureq, rustls) reaches the file only at warn and up.

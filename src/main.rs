@@ -14,6 +14,7 @@ mod logger;
 mod pace;
 mod page;
 mod plan;
+mod progress;
 mod record;
 mod retry;
 mod run;
@@ -46,10 +47,19 @@ fn main() -> ExitCode {
         Command::Run(config) => {
             logger::init(config.verbosity);
             signal::install();
-            match run::run(&config) {
+            progress::start(progress::mode_for(
+                config.verbosity,
+                config.progress_interval,
+            ));
+            let result = run::run(&config);
+            progress::finish();
+            match result {
                 Ok(outcome) => {
                     log::logger().flush();
-                    print_stdout(&format!("{}\n", outcome.run_dir.display()));
+                    // With --stdout, stdout carries the records and nothing else.
+                    if let Some(dir) = &outcome.run_dir {
+                        print_stdout(&format!("{}\n", dir.display()));
+                    }
                     ExitCode::from(outcome.exit_code)
                 }
                 Err(e) => {

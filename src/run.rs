@@ -33,7 +33,7 @@ use crate::plan::{self, EndpointSpec};
 use crate::record::DedupIndex;
 use crate::retry::GiveUp;
 use crate::signal::EXIT_INTERRUPTED;
-use crate::store::{self, BatchWriter, WrittenCounts};
+use crate::store::{self, AfterCommit, BatchWriter, Format, WrittenCounts};
 use crate::summary::{
     EndpointStatus, EndpointSummary, FailurePoint, SUMMARY_SCHEMA_VERSION, Summary, Totals,
     summary_file_name,
@@ -45,7 +45,8 @@ pub(crate) const LOG_FILE_NAME: &str = "atomic_ingestion.log";
 
 /// What a finished run reports back to `main`.
 pub(crate) struct RunOutcome {
-    pub(crate) run_dir: PathBuf,
+    /// The run folder (`None` with `--stdout`).
+    pub(crate) run_dir: Option<PathBuf>,
     pub(crate) exit_code: u8,
 }
 
@@ -71,16 +72,37 @@ struct Stopped {
     resume_cursor: Option<String>,
 }
 
-/// The run folder and plan of this session: new, or taken from `--resume`.
+/// The run folder and plan of this session: new, or taken from `--resume`. With
+/// `--stdout` there is no run folder at all.
 struct Setup {
-    run_dir: PathBuf,
+    run_dir: Option<PathBuf>,
     manifest: Manifest,
     endpoints: Vec<EndpointSpec>,
     base_url: String,
+    format: Format,
 }
 
 fn set_up(config: &RunConfig) -> Result<Setup, Error> {
     match &config.resume {
+        None if config.format == Format::Stdout => Ok(Setup {
+            run_dir: None,
+            manifest: Manifest {
+                schema_version: checkpoint::STATE_SCHEMA_VERSION,
+                tool_version: env!("CARGO_PKG_VERSION").to_string(),
+                session_id: timestamp::compact(timestamp::now()),
+                base_url: config.base_url.clone(),
+                endpoints: config
+                    .endpoints
+                    .iter()
+                    .map(|e| e.name.to_string())
+                    .collect(),
+                format: Format::Stdout,
+                sessions: Vec::new(),
+            },
+            endpoints: config.endpoints.clone(),
+            base_url: config.base_url.clone(),
+            format: Format::Stdout,
+        }),
         None => {
             store::prepare_out_dir(&config.out)?;
             let (run_dir, started) = store::create_run_dir(&config.out)?;
@@ -94,13 +116,15 @@ fn set_up(config: &RunConfig) -> Result<Setup, Error> {
                     .iter()
                     .map(|e| e.name.to_string())
                     .collect(),
+                format: config.format,
                 sessions: Vec::new(),
             };
             Ok(Setup {
-                run_dir,
+                run_dir: Some(run_dir),
                 manifest,
                 endpoints: config.endpoints.clone(),
                 base_url: config.base_url.clone(),
+                format: config.format,
             })
         }
         Some(dir) => {
@@ -125,11 +149,21 @@ fn set_up(config: &RunConfig) -> Result<Setup, Error> {
                 manifest.base_url.clone()
             };
             manifest.base_url = base_url.clone();
+            if config.format_explicit && config.format != manifest.format {
+                return Err(Error::Usage(format!(
+                    "--format {}: the run in {} is written as {}; resume it without --format",
+                    config.format.name(),
+                    dir.display(),
+                    manifest.format.name()
+                )));
+            }
+            let format = manifest.format;
             Ok(Setup {
-                run_dir: dir.clone(),
+                run_dir: Some(dir.clone()),
                 manifest,
                 endpoints,
                 base_url,
+                format,
             })
         }
     }
@@ -144,13 +178,20 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
         mut manifest,
         endpoints: specs,
         base_url,
+        format,
     } = set_up(config)?;
-    crate::logger::attach_file(&run_dir.join(LOG_FILE_NAME))?;
+    let dir = run_dir.as_deref();
+    if let Some(dir) = dir {
+        crate::logger::attach_file(&dir.join(LOG_FILE_NAME))?;
+    }
     // Read every checkpoint before doing anything: a damaged one stops the run here.
-    let checkpoints = specs
-        .iter()
-        .map(|spec| checkpoint::load(&run_dir, spec.name))
-        .collect::<Result<Vec<_>, Error>>()?;
+    let checkpoints = match dir {
+        Some(dir) => specs
+            .iter()
+            .map(|spec| checkpoint::load(dir, spec.name))
+            .collect::<Result<Vec<_>, Error>>()?,
+        None => specs.iter().map(|_| None).collect(),
+    };
     let session_started = timestamp::now();
     manifest.sessions.push(Session {
         started_at: timestamp::rfc3339(session_started),
@@ -158,13 +199,18 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
         duration_seconds: None,
         ended: None,
     });
-    manifest.save(&run_dir)?;
+    if let Some(dir) = dir {
+        manifest.save(dir)?;
+    }
     let session_id = manifest.session_id.clone();
     let wall = Instant::now();
     info!(
-        "run {session_id} session {}: folder {}, base URL {base_url}, endpoints {}",
+        "run {session_id} session {}: {}, base URL {base_url}, endpoints {}",
         manifest.sessions.len(),
-        run_dir.display(),
+        dir.map_or_else(
+            || "records to stdout".to_string(),
+            |d| format!("folder {}", d.display())
+        ),
         manifest.endpoints.join(",")
     );
 
@@ -181,7 +227,7 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
         contacted: false,
         requests: 0,
     };
-    let mut syncer = Syncer::start(&run_dir);
+    let mut syncer = dir.map(Syncer::start);
     let mut summaries: Vec<EndpointSummary> = specs
         .iter()
         .map(|spec| EndpointSummary {
@@ -192,6 +238,7 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
         .collect();
     let mut fatal = false;
     let mut interrupted = false;
+    let mut pipe_closed = false;
     let mut stopped_early = None;
     for ((spec, summary), saved) in specs.iter().zip(summaries.iter_mut()).zip(checkpoints) {
         if let Some(cp) = saved
@@ -202,7 +249,14 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
             *summary = cp.summary.clone();
             continue;
         }
-        let end = ingest_endpoint(&mut fetcher, &mut syncer, &run_dir, spec, summary, saved);
+        let persist = match (dir, syncer.as_mut()) {
+            (Some(dir), Some(syncer)) => Some(Persist {
+                run_dir: dir,
+                syncer,
+            }),
+            _ => None,
+        };
+        let end = ingest_endpoint(&mut fetcher, persist, format, spec, summary, saved);
         match end {
             Ok(EndpointEnd::Continue) => {}
             Ok(EndpointEnd::HostDown) => {
@@ -226,6 +280,12 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
                 interrupted = true;
                 break;
             }
+            Err(e) if format == Format::Stdout && e.is_broken_pipe() => {
+                // `| head`: the reader has what it wanted. End quietly.
+                stopped_early = Some("standard output was closed by its reader".to_string());
+                pipe_closed = true;
+                break;
+            }
             Err(e) => {
                 error!("{}: stopping the run: {e}", spec.name);
                 stopped_early = Some(e.to_string());
@@ -234,14 +294,16 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
             }
         }
     }
-    if let Err(e) = syncer.finish() {
+    if let Some(Err(e)) = syncer.map(Syncer::finish) {
         error!("stopping the run: {e}");
         stopped_early.get_or_insert(e.to_string());
         fatal = true;
     }
 
     let totals = Totals::of(&summaries);
-    let (status, exit_code) = if fatal {
+    let (status, exit_code) = if pipe_closed {
+        ("incomplete", EXIT_OK)
+    } else if fatal {
         ("incomplete", EXIT_FATAL)
     } else if interrupted {
         ("interrupted", EXIT_INTERRUPTED)
@@ -256,7 +318,7 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
         session.duration_seconds = Some(wall.elapsed().as_secs_f64());
         session.ended = Some(if fatal { "failed" } else { status }.to_string());
     }
-    if let Err(e) = manifest.save(&run_dir) {
+    if let Some(Err(e)) = dir.map(|d| manifest.save(d)) {
         error!("{e}");
     }
     let first_start = manifest.sessions.first().map_or_else(
@@ -276,6 +338,7 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
             .sum(),
         base_url,
         endpoints_planned: manifest.endpoints.clone(),
+        format: format.name().to_string(),
         status: status.to_string(),
         stopped_early,
         exit_code,
@@ -283,17 +346,27 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
         endpoints: summaries,
         totals,
     };
-    let summary_path = run_dir.join(summary_file_name(&session_id));
     let summary_json =
         serde_json::to_vec_pretty(&summary).expect("the summary has only serializable fields");
+    let t = &summary.totals;
+    let Some(run_dir) = run_dir else {
+        info!(
+            "run {status}: {} records streamed, {} duplicates skipped, {} requests",
+            t.records_saved, t.duplicates_skipped, t.requests
+        );
+        return Ok(RunOutcome {
+            run_dir: None,
+            exit_code,
+        });
+    };
+    let summary_path = run_dir.join(summary_file_name(&session_id));
     if let Err(e) = store::write_atomic(&summary_path, &summary_json) {
         error!("{e}");
         return Ok(RunOutcome {
-            run_dir,
+            run_dir: Some(run_dir),
             exit_code: EXIT_FATAL,
         });
     }
-    let t = &summary.totals;
     info!(
         "run {session_id} {status}: {} records saved, {} duplicates skipped, {} requests; summary {}",
         t.records_saved,
@@ -312,7 +385,16 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
             run_dir.display()
         );
     }
-    Ok(RunOutcome { run_dir, exit_code })
+    Ok(RunOutcome {
+        run_dir: Some(run_dir),
+        exit_code,
+    })
+}
+
+/// Where an endpoint keeps its resume state (absent with `--stdout`).
+struct Persist<'a> {
+    run_dir: &'a Path,
+    syncer: &'a mut Syncer,
 }
 
 /// The counters to store in a checkpoint: the live summary with the writer's counts.
@@ -333,25 +415,27 @@ fn snapshot(
 }
 
 /// Fetches one endpoint from its checkpoint (or first page) to its last page, filling
-/// `summary`. `Err` only for errors that must stop the whole run (the disk).
+/// `summary`. `Err` only for errors that must stop the whole run (the disk, a closed
+/// stdout).
 fn ingest_endpoint(
     fetcher: &mut Fetcher,
-    syncer: &mut Syncer,
-    run_dir: &Path,
+    mut persist: Option<Persist>,
+    format: Format,
     spec: &EndpointSpec,
     summary: &mut EndpointSummary,
     saved: Option<Checkpoint>,
 ) -> Result<EndpointEnd, Error> {
     let started = Instant::now();
-    let checkpoint_path = checkpoint::checkpoint_path(run_dir, spec.name);
-    let hash_log = checkpoint::hash_log_path(run_dir, spec.name);
-    let (already, mut dedup, resume) = match saved {
-        Some(cp) => {
+    let run_dir = persist.as_ref().map(|p| p.run_dir);
+    let checkpoint_path = run_dir.map(|d| checkpoint::checkpoint_path(d, spec.name));
+    let hash_log = run_dir.map(|d| checkpoint::hash_log_path(d, spec.name));
+    let (already, mut dedup, resume) = match (saved, run_dir) {
+        (Some(cp), Some(dir)) => {
             info!(
                 "{}: resuming after {} records at page {} (skipping {} of its records)",
                 spec.name, cp.records, cp.resume.page_number, cp.resume.skip
             );
-            let prefixes = checkpoint::load_hash_log(run_dir, spec.name, cp.records)?;
+            let prefixes = checkpoint::load_hash_log(dir, spec.name, cp.records)?;
             *summary = cp.summary;
             let already = WrittenCounts {
                 records: cp.records,
@@ -360,7 +444,7 @@ fn ingest_endpoint(
             };
             (already, DedupIndex::from_prefixes(prefixes), cp.resume)
         }
-        None => {
+        _ => {
             info!(
                 "{}: starting ({}{})",
                 spec.name,
@@ -377,9 +461,18 @@ fn ingest_endpoint(
     };
     summary.status = EndpointStatus::Incomplete;
     summary.failure = None;
+    crate::progress::endpoint(spec.name, already.records);
     let base_duration = summary.duration_seconds;
-    let mut writer = BatchWriter::open(run_dir, spec.name, spec.path, &hash_log, already)?;
+    let mut writer = BatchWriter::open(
+        format,
+        run_dir,
+        spec.name,
+        spec.path,
+        hash_log.as_deref(),
+        already,
+    )?;
     let mut last_checkpoint = snapshot(summary, already, base_duration, started);
+    let sync_handle = persist.as_ref().map(|p| p.syncer.handle());
     let mut seen_cursors: HashSet<String> = resume.cursor.iter().cloned().collect();
     let mut cursor = resume.cursor;
     let mut page_number = resume.page_number;
@@ -440,29 +533,47 @@ fn ingest_endpoint(
                     spec.name, spec.id_field
                 );
             }
-            if writer.push(record)? {
-                // A batch is committed: checkpoint just after this record.
-                last_checkpoint = snapshot(summary, writer.written(), base_duration, started);
-                syncer.submit(
-                    checkpoint_path.clone(),
-                    Checkpoint {
+            if !writer.push(record) {
+                continue;
+            }
+            // A full batch: commit it, and checkpoint just after this record once the
+            // batch is committed (the syncer makes it durable first).
+            let counts = writer.counts_after_commit();
+            last_checkpoint = snapshot(summary, counts, base_duration, started);
+            let after_commit = match (&sync_handle, &checkpoint_path) {
+                (Some(handle), Some(path)) => {
+                    let handle = handle.clone();
+                    let path = path.clone();
+                    let mut checkpoint = Checkpoint {
                         schema_version: checkpoint::STATE_SCHEMA_VERSION,
                         endpoint: spec.name.to_string(),
                         state: CheckpointState::InProgress,
-                        batches: writer.written().batches,
-                        records: writer.written().records,
+                        batches: counts.batches,
+                        records: counts.records,
                         resume: ResumePoint {
                             cursor: cursor.clone(),
                             page_number,
                             skip: index as u64 + 1,
                         },
                         summary: last_checkpoint.clone(),
-                    },
-                )?;
-            }
+                    };
+                    let after: AfterCommit = Box::new(move |committed: WrittenCounts| {
+                        checkpoint.summary.bytes_written = committed.bytes;
+                        handle.submit(path, checkpoint);
+                    });
+                    Some(after)
+                }
+                _ => None,
+            };
+            writer.commit(after_commit)?;
         }
         skip = 0;
         summary.pages += 1;
+        crate::progress::page(
+            summary.pages,
+            writer.counts_after_commit().records,
+            summary.duplicates_skipped,
+        );
         if spec.page_size.is_none() {
             break;
         }
@@ -493,8 +604,14 @@ fn ingest_endpoint(
         // Keep the batch layout of an uninterrupted run: records not yet in a
         // committed batch are fetched again on resume.
         writer.discard_pending();
-        syncer.barrier()?;
+        let committed = writer.drain()?;
+        if let Some(p) = persist.as_mut() {
+            p.syncer.barrier()?;
+        }
         *summary = last_checkpoint;
+        summary.records_saved = committed.records;
+        summary.batches = committed.batches;
+        summary.bytes_written = committed.bytes;
         summary.duration_seconds = base_duration + started.elapsed().as_secs_f64();
         warn!(
             "{}: interrupted after {} records; the checkpoint is on disk",
@@ -548,19 +665,21 @@ fn ingest_endpoint(
             (CheckpointState::Incomplete, resume)
         }
     };
-    syncer.submit(
-        checkpoint_path,
-        Checkpoint {
-            schema_version: checkpoint::STATE_SCHEMA_VERSION,
-            endpoint: spec.name.to_string(),
-            state,
-            batches: written.batches,
-            records: written.records,
-            resume,
-            summary: summary.clone(),
-        },
-    )?;
-    syncer.barrier()?;
+    if let (Some(p), Some(path)) = (persist.as_mut(), checkpoint_path) {
+        p.syncer.submit(
+            path,
+            Checkpoint {
+                schema_version: checkpoint::STATE_SCHEMA_VERSION,
+                endpoint: spec.name.to_string(),
+                state,
+                batches: written.batches,
+                records: written.records,
+                resume,
+                summary: summary.clone(),
+            },
+        )?;
+        p.syncer.barrier()?;
+    }
     debug_assert_eq!(dedup.len() as u64, written.records);
     Ok(end)
 }

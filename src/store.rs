@@ -3,8 +3,10 @@
 //!
 //! # Atomicity
 //! A batch is the unit of atomicity: its record files are written into
-//! `batch_NNNN.partial/` and the folder is then renamed to `batch_NNNN/`. Readers ignore `*.partial`; a reader
-//! listing `batch_*` folders without that suffix never sees a half-written record.
+//! `batch_NNNN.partial/` and the folder is then renamed to `batch_NNNN/` (with
+//! `--format jsonl`: `batch_NNNN.jsonl.partial` renamed to `batch_NNNN.jsonl`). Readers
+//! ignore `*.partial`, and so never see a half-written record. Batches are written on
+//! a writer thread while the next one is being fetched.
 //! Small metadata files (summary) are written to a temporary name and renamed.
 //!
 //! # File names
@@ -16,6 +18,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use crate::error::Error;
 use crate::record::{Position, Record, write_envelope};
@@ -104,12 +107,18 @@ fn remove_leftovers(endpoint_dir: &Path, first_stale: u64) -> Result<(), Error> 
         let stale = name.ends_with(PARTIAL_SUFFIX)
             || name
                 .strip_prefix("batch_")
+                .map(|n| n.trim_end_matches(".jsonl"))
                 .and_then(|n| n.parse::<u64>().ok())
                 .is_some_and(|n| n >= first_stale);
         if stale {
             let path = entry.path();
             log::info!("removing {} left by an interrupted write", path.display());
-            fs::remove_dir_all(&path).map_err(|e| Error::io("remove", &path, e))?;
+            let removed = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(|e| Error::io("remove", &path, e))?;
         }
     }
     Ok(())
@@ -130,71 +139,181 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     })
 }
 
-/// What a [`BatchWriter`] has put on disk so far.
-#[derive(Clone, Copy, Debug, Default)]
+/// How records are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Format {
+    /// One JSON file per record in `batch_NNNN/` folders.
+    #[default]
+    Files,
+    /// One JSON Lines file per batch: `batch_NNNN.jsonl`.
+    Jsonl,
+    /// JSON Lines on stdout; nothing on disk.
+    Stdout,
+}
+
+impl Format {
+    /// The `--format` value, or `stdout`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Format::Files => "files",
+            Format::Jsonl => "jsonl",
+            Format::Stdout => "stdout",
+        }
+    }
+}
+
+/// What a [`BatchWriter`] has committed so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct WrittenCounts {
     /// Records in committed batches.
     pub(crate) records: u64,
-    /// Committed batch folders.
+    /// Committed batches.
     pub(crate) batches: u64,
-    /// Bytes of committed record files.
+    /// Bytes of committed envelopes.
     pub(crate) bytes: u64,
 }
 
+/// A checkpoint to send on once its batch is committed.
+pub(crate) type AfterCommit = Box<dyn FnOnce(WrittenCounts) + Send>;
+
+/// A full batch on its way to the writer thread.
+struct Batch {
+    number: u64,
+    first_index: u64,
+    records: Vec<Record>,
+    after_commit: Option<AfterCommit>,
+}
+
+/// Where committed batches go.
+enum Target {
+    Dir {
+        endpoint_dir: PathBuf,
+        hash_log: File,
+        hash_log_path: PathBuf,
+        jsonl: bool,
+    },
+    Stdout(io::BufWriter<io::Stdout>),
+}
+
 /// Collects one endpoint's records into batches of [`BATCH_SIZE`] and commits each
-/// batch atomically. Each commit also appends the batch's 16-byte hash prefixes to the
-/// endpoint's hash log (before the rename, so the log never lags the batches).
+/// batch atomically on a writer thread, so fetching, parsing and hashing go on while
+/// the previous batch is written (at most one batch waits in between).
+///
+/// A commit writes the batch (`batch_NNNN.partial/` renamed to `batch_NNNN/`, or
+/// `batch_NNNN.jsonl.partial` renamed to `batch_NNNN.jsonl`, or lines on stdout),
+/// appends its 16-byte hash prefixes to the hash log before the rename, and then runs
+/// the batch's [`AfterCommit`] (which hands the checkpoint to the syncer).
 pub(crate) struct BatchWriter {
-    endpoint_dir: PathBuf,
-    endpoint_path: String,
     pending: Vec<Record>,
-    written: WrittenCounts,
-    envelope: Vec<u8>,
-    hash_log: File,
-    hash_log_path: PathBuf,
+    /// Records and batches handed to the writer thread.
+    handed: WrittenCounts,
+    jobs: Option<mpsc::SyncSender<Batch>>,
+    done: mpsc::Receiver<Result<WrittenCounts, Error>>,
+    in_flight: usize,
+    committed: WrittenCounts,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl BatchWriter {
-    /// Opens `<run_dir>/<name>/` for writing after `already` (the counts a checkpoint
-    /// covers; zero for a fresh endpoint). Leftovers of an interrupted write are
-    /// removed first: `*.partial` folders and batch folders past the checkpoint.
+    /// Opens an endpoint's output after `already` (the counts a checkpoint covers; zero
+    /// for a fresh endpoint). For the on-disk formats, leftovers of an interrupted
+    /// write are removed first: `*.partial` entries and batches past the checkpoint,
+    /// and the hash log is cut to `already.records` entries.
     pub(crate) fn open(
-        run_dir: &Path,
+        format: Format,
+        run_dir: Option<&Path>,
         name: &str,
         endpoint_path: &str,
-        hash_log_path: &Path,
+        hash_log_path: Option<&Path>,
         already: WrittenCounts,
     ) -> Result<Self, Error> {
-        let endpoint_dir = run_dir.join(name);
-        fs::create_dir_all(&endpoint_dir)
-            .map_err(|e| Error::io("create endpoint folder", &endpoint_dir, e))?;
-        remove_leftovers(&endpoint_dir, already.batches)?;
-        if let Some(parent) = hash_log_path.parent() {
-            fs::create_dir_all(parent).map_err(|e| Error::io("create folder", parent, e))?;
-        }
-        let hash_log = File::options()
-            .create(true)
-            .append(true)
-            .open(hash_log_path)
-            .map_err(|e| Error::io("open", hash_log_path, e))?;
-        // Entries past what the checkpoint covers belong to batches just removed.
-        hash_log
-            .set_len(already.records * 16)
-            .map_err(|e| Error::io("truncate", hash_log_path, e))?;
+        let target = match (format, run_dir, hash_log_path) {
+            (Format::Files | Format::Jsonl, Some(run_dir), Some(hash_log_path)) => {
+                let endpoint_dir = run_dir.join(name);
+                fs::create_dir_all(&endpoint_dir)
+                    .map_err(|e| Error::io("create endpoint folder", &endpoint_dir, e))?;
+                remove_leftovers(&endpoint_dir, already.batches)?;
+                if let Some(parent) = hash_log_path.parent() {
+                    fs::create_dir_all(parent)
+                        .map_err(|e| Error::io("create folder", parent, e))?;
+                }
+                let hash_log = File::options()
+                    .create(true)
+                    .append(true)
+                    .open(hash_log_path)
+                    .map_err(|e| Error::io("open", hash_log_path, e))?;
+                // Entries past what the checkpoint covers belong to batches just removed.
+                hash_log
+                    .set_len(already.records * 16)
+                    .map_err(|e| Error::io("truncate", hash_log_path, e))?;
+                Target::Dir {
+                    endpoint_dir,
+                    hash_log,
+                    hash_log_path: hash_log_path.to_path_buf(),
+                    jsonl: format == Format::Jsonl,
+                }
+            }
+            _ => Target::Stdout(io::BufWriter::with_capacity(1 << 16, io::stdout())),
+        };
+        let (jobs, inbox) = mpsc::sync_channel::<Batch>(1);
+        let (outbox, done) = mpsc::channel();
+        let endpoint = endpoint_path.to_string();
+        let thread = std::thread::Builder::new()
+            .name(format!("write-{name}"))
+            .spawn(move || write_batches(target, &endpoint, already, &inbox, &outbox))
+            .map_err(|e| Error::io("start writer thread for", Path::new(name), e))?;
         Ok(BatchWriter {
-            endpoint_dir,
-            endpoint_path: endpoint_path.to_string(),
             pending: Vec::with_capacity(BATCH_SIZE),
-            written: already,
-            envelope: Vec::with_capacity(8 * 1024),
-            hash_log,
-            hash_log_path: hash_log_path.to_path_buf(),
+            handed: already,
+            jobs: Some(jobs),
+            done,
+            in_flight: 0,
+            committed: already,
+            thread: Some(thread),
         })
     }
 
-    /// What is on disk so far (committed batches only).
-    pub(crate) fn written(&self) -> WrittenCounts {
-        self.written
+    /// Adds a record; returns `true` when the batch is full and must be committed.
+    pub(crate) fn push(&mut self, record: Record) -> bool {
+        self.pending.push(record);
+        self.pending.len() >= BATCH_SIZE
+    }
+
+    /// Records and batches there will be once the collected records are committed.
+    pub(crate) fn counts_after_commit(&self) -> WrittenCounts {
+        WrittenCounts {
+            records: self.handed.records + self.pending.len() as u64,
+            batches: self.handed.batches + u64::from(!self.pending.is_empty()),
+            bytes: 0,
+        }
+    }
+
+    /// Hands the collected records to the writer thread as one batch; `after_commit`
+    /// runs there once the batch is committed, with the counts including it.
+    /// Returns an error the writer met with an earlier batch.
+    pub(crate) fn commit(&mut self, after_commit: Option<AfterCommit>) -> Result<(), Error> {
+        self.collect(false)?;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = Batch {
+            number: self.handed.batches,
+            first_index: self.handed.records,
+            records: std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH_SIZE)),
+            after_commit,
+        };
+        self.handed.records += batch.records.len() as u64;
+        self.handed.batches += 1;
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(batch).is_ok());
+        if !sent {
+            return Err(self.writer_failure());
+        }
+        self.in_flight += 1;
+        Ok(())
     }
 
     /// Drops records collected but not committed (an interrupted run fetches them
@@ -203,73 +322,180 @@ impl BatchWriter {
         self.pending.clear();
     }
 
-    /// Adds a record; commits the batch when it is full (and then returns `true`).
-    pub(crate) fn push(&mut self, record: Record) -> Result<bool, Error> {
-        self.pending.push(record);
-        if self.pending.len() >= BATCH_SIZE {
-            self.commit()?;
-            return Ok(true);
-        }
-        Ok(false)
+    /// Waits until every handed batch is committed; returns the committed counts.
+    pub(crate) fn drain(&mut self) -> Result<WrittenCounts, Error> {
+        self.collect(true)?;
+        Ok(self.committed)
     }
 
-    /// Commits the records collected so far (a final, possibly short batch).
+    /// Commits what is collected (a final, possibly short batch), waits for the
+    /// writer and returns the final counts.
     pub(crate) fn finish(&mut self) -> Result<WrittenCounts, Error> {
-        self.commit()?;
-        Ok(self.written)
+        self.commit(None)?;
+        self.drain()
     }
 
-    fn commit(&mut self) -> Result<(), Error> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let batch_number = self.written.batches;
-        let final_dir = self.endpoint_dir.join(batch_dir_name(batch_number));
-        let partial_dir = self
-            .endpoint_dir
-            .join(format!("{}{PARTIAL_SUFFIX}", batch_dir_name(batch_number)));
-        if partial_dir.exists() {
-            fs::remove_dir_all(&partial_dir)
-                .map_err(|e| Error::io("remove stale batch", &partial_dir, e))?;
-        }
-        fs::create_dir(&partial_dir).map_err(|e| Error::io("create batch", &partial_dir, e))?;
-
-        let total_records = self.pending.len() as u64;
-        let mut bytes = 0u64;
-        for (offset, record) in self.pending.iter().enumerate() {
-            let pos = Position {
-                record_index: self.written.records + offset as u64,
-                batch_number,
-                total_records,
+    /// Takes the writer's reports: all outstanding ones if `wait`, else those ready.
+    fn collect(&mut self, wait: bool) -> Result<(), Error> {
+        while self.in_flight > 0 {
+            let report = if wait {
+                self.done.recv().ok()
+            } else {
+                match self.done.try_recv() {
+                    Ok(report) => Some(report),
+                    Err(mpsc::TryRecvError::Empty) => return Ok(()),
+                    Err(mpsc::TryRecvError::Disconnected) => None,
+                }
             };
-            self.envelope.clear();
-            write_envelope(&self.endpoint_path, record, pos, &mut self.envelope);
-            let path = partial_dir.join(record_file_name(pos.record_index, record.id.as_deref()));
-            let mut file = File::create(&path).map_err(|e| Error::io("create", &path, e))?;
-            file.write_all(&self.envelope)
-                .map_err(|e| Error::io("write", &path, e))?;
-            bytes += self.envelope.len() as u64;
+            match report {
+                Some(Ok(counts)) => {
+                    self.in_flight -= 1;
+                    self.committed = counts;
+                }
+                Some(Err(e)) => {
+                    self.in_flight = 0;
+                    self.jobs = None;
+                    return Err(e);
+                }
+                None => return Err(self.writer_failure()),
+            }
         }
-        let mut prefixes = Vec::with_capacity(self.pending.len() * 16);
-        for record in &self.pending {
-            prefixes.extend_from_slice(&record.hash.prefix().to_le_bytes());
-        }
-        self.hash_log
-            .write_all(&prefixes)
-            .map_err(|e| Error::io("write", &self.hash_log_path, e))?;
-        // No per-file fsync here: measured 2,581 files/s with one against 17,080 without
-        // (issue 2). The rename alone makes the batch appear whole to readers and
-        // survives the process being killed; flushing to stable storage before a
-        // checkpoint advances is the checkpoint's job.
-        fs::rename(&partial_dir, &final_dir)
-            .map_err(|e| Error::io("commit batch", &final_dir, e))?;
-
-        self.written.records += total_records;
-        self.written.batches += 1;
-        self.written.bytes += bytes;
-        self.pending.clear();
         Ok(())
     }
+
+    fn writer_failure(&mut self) -> Error {
+        self.jobs = None;
+        while let Ok(report) = self.done.try_recv() {
+            if let Err(e) = report {
+                return e;
+            }
+        }
+        Error::Usage("internal error: the batch writer thread stopped".into())
+    }
+}
+
+impl Drop for BatchWriter {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writer thread: commits batches in order until the channel closes or a write
+/// fails (the error is reported and the thread stops).
+fn write_batches(
+    mut target: Target,
+    endpoint_path: &str,
+    mut committed: WrittenCounts,
+    inbox: &mpsc::Receiver<Batch>,
+    outbox: &mpsc::Sender<Result<WrittenCounts, Error>>,
+) {
+    let mut buf = Vec::with_capacity(1 << 20);
+    while let Ok(batch) = inbox.recv() {
+        match commit_batch(&mut target, endpoint_path, &batch, &mut buf) {
+            Ok(bytes) => {
+                committed.records += batch.records.len() as u64;
+                committed.batches += 1;
+                committed.bytes += bytes;
+                if let Some(after) = batch.after_commit {
+                    after(committed);
+                }
+                if outbox.send(Ok(committed)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = outbox.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+/// Writes one batch to its target; returns the envelope bytes written.
+fn commit_batch(
+    target: &mut Target,
+    endpoint_path: &str,
+    batch: &Batch,
+    buf: &mut Vec<u8>,
+) -> Result<u64, Error> {
+    let total_records = batch.records.len() as u64;
+    let position = |offset: usize| Position {
+        record_index: batch.first_index + offset as u64,
+        batch_number: batch.number,
+        total_records,
+    };
+    match target {
+        Target::Stdout(out) => {
+            buf.clear();
+            for (offset, record) in batch.records.iter().enumerate() {
+                write_envelope(endpoint_path, record, position(offset), buf);
+            }
+            out.write_all(buf)
+                .and_then(|()| out.flush())
+                .map_err(|e| Error::io("write", Path::new("standard output"), e))?;
+            Ok(buf.len() as u64)
+        }
+        Target::Dir {
+            endpoint_dir,
+            hash_log,
+            hash_log_path,
+            jsonl,
+        } => {
+            let name = batch_dir_name(batch.number);
+            let bytes = if *jsonl {
+                let final_path = endpoint_dir.join(format!("{name}.jsonl"));
+                let partial = endpoint_dir.join(format!("{name}.jsonl{PARTIAL_SUFFIX}"));
+                buf.clear();
+                for (offset, record) in batch.records.iter().enumerate() {
+                    write_envelope(endpoint_path, record, position(offset), buf);
+                }
+                fs::write(&partial, &buf[..]).map_err(|e| Error::io("write", &partial, e))?;
+                append_hashes(hash_log, hash_log_path, &batch.records)?;
+                fs::rename(&partial, &final_path)
+                    .map_err(|e| Error::io("commit batch", &final_path, e))?;
+                buf.len() as u64
+            } else {
+                let final_dir = endpoint_dir.join(&name);
+                let partial_dir = endpoint_dir.join(format!("{name}{PARTIAL_SUFFIX}"));
+                if partial_dir.exists() {
+                    fs::remove_dir_all(&partial_dir)
+                        .map_err(|e| Error::io("remove stale batch", &partial_dir, e))?;
+                }
+                fs::create_dir(&partial_dir)
+                    .map_err(|e| Error::io("create batch", &partial_dir, e))?;
+                let mut bytes = 0u64;
+                for (offset, record) in batch.records.iter().enumerate() {
+                    let pos = position(offset);
+                    buf.clear();
+                    write_envelope(endpoint_path, record, pos, buf);
+                    let path =
+                        partial_dir.join(record_file_name(pos.record_index, record.id.as_deref()));
+                    // No per-file fsync: measured 2,581 files/s with one against 17,080
+                    // without (issue 2). The rename makes the batch appear whole to
+                    // readers; the syncer makes it durable before a checkpoint covers it.
+                    fs::write(&path, &buf[..]).map_err(|e| Error::io("write", &path, e))?;
+                    bytes += buf.len() as u64;
+                }
+                append_hashes(hash_log, hash_log_path, &batch.records)?;
+                fs::rename(&partial_dir, &final_dir)
+                    .map_err(|e| Error::io("commit batch", &final_dir, e))?;
+                bytes
+            };
+            Ok(bytes)
+        }
+    }
+}
+
+fn append_hashes(log: &mut File, path: &Path, records: &[Record]) -> Result<(), Error> {
+    let mut prefixes = Vec::with_capacity(records.len() * 16);
+    for record in records {
+        prefixes.extend_from_slice(&record.hash.prefix().to_le_bytes());
+    }
+    log.write_all(&prefixes)
+        .map_err(|e| Error::io("write", path, e))
 }
 
 #[cfg(test)]

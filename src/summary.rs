@@ -119,6 +119,8 @@ pub(crate) struct Summary {
     pub(crate) duration_seconds: f64,
     pub(crate) base_url: String,
     pub(crate) endpoints_planned: Vec<String>,
+    /// `files`, `jsonl` or `stdout`.
+    pub(crate) format: String,
     /// `complete` (every endpoint complete), `incomplete` or `interrupted`.
     pub(crate) status: String,
     /// Why the run stopped before its last endpoint, if it did.

@@ -165,65 +165,85 @@ fn verify_endpoint(run_dir: &Path, name: &str, report: &mut Report) -> Counts {
         let file_name = entry.file_name().to_string_lossy().into_owned();
         let number = file_name
             .strip_prefix("batch_")
+            .map(|n| n.strip_suffix(".jsonl").unwrap_or(n))
             .filter(|n| n.len() >= 4 && n.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|n| n.parse::<u64>().ok());
         match number {
-            Some(n) if entry.path().is_dir() => batches.push((n, entry.path())),
-            _ if file_name.ends_with(PARTIAL_SUFFIX) => report.problem(
+            Some(n) => batches.push((n, entry.path())),
+            None if file_name.ends_with(PARTIAL_SUFFIX) => report.problem(
                 &entry.path(),
                 "a batch still being written (resume the run to finish it)",
             ),
-            _ => report.problem(&entry.path(), "unexpected entry in an endpoint folder"),
+            None => report.problem(&entry.path(), "unexpected entry in an endpoint folder"),
         }
     }
     batches.sort();
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
     let mut next_index = 0u64;
-    for (position, (number, batch_dir)) in batches.iter().enumerate() {
+    for (position, (number, batch_path)) in batches.iter().enumerate() {
         if *number != position as u64 {
             report.problem(
-                batch_dir,
+                batch_path,
                 format!("expected batch_{position:04} here: a batch is missing"),
             );
         }
         counts.batches += 1;
-        let mut files: Vec<PathBuf> = match fs::read_dir(batch_dir) {
-            Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
-            Err(e) => {
-                report.problem(batch_dir, format!("cannot read: {e}"));
-                continue;
+        // (where, whether it is a per-record file, envelope bytes) of each record.
+        let mut records: Vec<(PathBuf, bool, Vec<u8>)> = Vec::new();
+        if batch_path.is_dir() {
+            let mut files: Vec<PathBuf> = match fs::read_dir(batch_path) {
+                Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+                Err(e) => {
+                    report.problem(batch_path, format!("cannot read: {e}"));
+                    continue;
+                }
+            };
+            files.sort();
+            for path in files {
+                match fs::read(&path) {
+                    Ok(bytes) => records.push((path, true, bytes)),
+                    Err(e) => report.problem(&path, format!("cannot read: {e}")),
+                }
             }
-        };
-        files.sort();
-        if files.len() > BATCH_SIZE {
+        } else {
+            match fs::read(batch_path) {
+                Ok(bytes) => {
+                    for (line, text) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+                        let location =
+                            PathBuf::from(format!("{}:{}", batch_path.display(), line + 1));
+                        records.push((location, false, text.to_vec()));
+                    }
+                }
+                Err(e) => report.problem(batch_path, format!("cannot read: {e}")),
+            }
+        }
+        if records.len() > BATCH_SIZE {
             report.problem(
-                batch_dir,
-                format!("{} files, more than {BATCH_SIZE}", files.len()),
+                batch_path,
+                format!("{} records, more than {BATCH_SIZE}", records.len()),
             );
         }
-        for path in &files {
-            let ok = check_record(
-                path,
-                &RecordContext {
-                    endpoint_path: spec.map(|s| s.path),
-                    id_field: spec.map(|s| s.id_field),
-                    index: next_index,
-                    batch_number: *number,
-                    batch_len: files.len() as u64,
-                },
-                report,
-            );
-            if let Some((hash, bytes)) = ok {
+        let batch_len = records.len() as u64;
+        for (location, is_file, bytes) in records {
+            let ctx = RecordContext {
+                endpoint_path: spec.map(|s| s.path),
+                id_field: spec.map(|s| s.id_field),
+                index: next_index,
+                batch_number: *number,
+                batch_len,
+                check_name: is_file,
+            };
+            if let Some(hash) = check_record(&location, &bytes, &ctx, report) {
                 if let Some(first) = seen.get(&hash) {
                     report.problem(
-                        path,
+                        &location,
                         format!("duplicate content: same record_hash as {}", first.display()),
                     );
                 } else {
-                    seen.insert(hash, path.clone());
+                    seen.insert(hash, location.clone());
                 }
-                counts.bytes += bytes;
             }
+            counts.bytes += bytes.len() as u64;
             next_index += 1;
             counts.records += 1;
             report.records += 1;
@@ -239,18 +259,19 @@ struct RecordContext<'a> {
     index: u64,
     batch_number: u64,
     batch_len: u64,
+    /// Per-record files carry a name derived from the index and id.
+    check_name: bool,
 }
 
-/// Checks one record file; returns its hash and size when it could be read.
-fn check_record(path: &Path, ctx: &RecordContext, report: &mut Report) -> Option<(String, u64)> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            report.problem(path, format!("cannot read: {e}"));
-            return None;
-        }
-    };
-    let envelope: Value = match serde_json::from_slice(&bytes) {
+/// Checks one envelope (a record file, or a line of a JSON Lines batch at `path`);
+/// returns its hash when it could be parsed.
+fn check_record(
+    path: &Path,
+    bytes: &[u8],
+    ctx: &RecordContext,
+    report: &mut Report,
+) -> Option<String> {
+    let envelope: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(e) => {
             report.problem(path, format!("not valid JSON: {e}"));
@@ -318,7 +339,9 @@ fn check_record(path: &Path, ctx: &RecordContext, report: &mut Report) -> Option
         ));
     }
     let expected_name = record_file_name(ctx.index, id);
-    if path.file_name().map(|n| n.to_string_lossy().into_owned()) != Some(expected_name.clone()) {
+    if ctx.check_name
+        && path.file_name().map(|n| n.to_string_lossy().into_owned()) != Some(expected_name.clone())
+    {
         bad(format!("file name should be {expected_name}"));
     }
     let stored = envelope["record_hash"].as_str().unwrap_or("").to_string();
@@ -328,5 +351,5 @@ fn check_record(path: &Path, ctx: &RecordContext, report: &mut Report) -> Option
             "record_hash {stored:.16}… does not match data (recomputed {recomputed:.16}…)"
         ));
     }
-    Some((stored, bytes.len() as u64))
+    Some(stored)
 }

@@ -6,5 +6,6 @@ mod util;
 
 mod cli;
 mod layout;
+mod pipeline;
 mod resilience;
 mod resume;

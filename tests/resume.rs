@@ -240,13 +240,13 @@ fn ctrl_c_stops_safely_with_130_and_the_run_resumes() {
         &dir.path,
         &[
             "--markets",
-            "4000",
+            "12000",
             "--events",
             "100",
             "--series",
             "5",
             "--latency-ms",
-            "20",
+            "30",
         ],
     );
     let out = dir.path.join("out");
@@ -286,7 +286,7 @@ fn ctrl_c_stops_safely_with_130_and_the_run_resumes() {
     let resumed = ingest(&["run", "--resume", d.to_str().expect("utf-8"), "--rate=0"]);
     assert_eq!(resumed.status.code(), Some(0), "{}", show(&resumed));
     let run = RunOutput::read(&d);
-    assert_eq!(run.ids("markets"), market_ids(4000, 100, 5));
+    assert_eq!(run.ids("markets"), market_ids(12000, 100, 5));
     assert_eq!(run.endpoint("series")["status"], "complete");
     assert_eq!(verify(&d).status.code(), Some(0));
 }

@@ -116,11 +116,24 @@ impl RunOutput {
                 .collect();
             batches.sort();
             for batch in batches {
-                let batch_dir = batch
+                let batch_name = batch
                     .file_name()
                     .expect("name")
                     .to_string_lossy()
                     .to_string();
+                if batch.is_file() {
+                    // --format jsonl: one envelope a line.
+                    let text = fs::read_to_string(&batch).expect("read jsonl batch");
+                    for line in text.lines() {
+                        files.push(RecordFile {
+                            path: batch.clone(),
+                            batch_dir: batch_name.trim_end_matches(".jsonl").to_string(),
+                            envelope: serde_json::from_str(line).expect("envelope line"),
+                        });
+                    }
+                    continue;
+                }
+                let batch_dir = batch_name;
                 let mut paths: Vec<PathBuf> = fs::read_dir(&batch)
                     .expect("read batch dir")
                     .map(|e| e.expect("entry").path())
