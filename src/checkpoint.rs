@@ -57,6 +57,9 @@ pub(crate) struct Manifest {
     /// `files` or `jsonl`; a resumed run keeps its format.
     #[serde(default)]
     pub(crate) format: crate::store::Format,
+    /// The run's filters; a resumed run keeps them.
+    #[serde(default)]
+    pub(crate) filters: crate::plan::Filters,
     pub(crate) sessions: Vec<Session>,
 }
 

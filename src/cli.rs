@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::plan::{self, EndpointSpec};
+use crate::plan::{self, EndpointSpec, Filters};
 use crate::retry::RetryPolicy;
 use crate::store::Format;
 
@@ -38,6 +38,17 @@ OPTIONS:
                           missing [default: .]
     --endpoints LIST      Comma-separated endpoints to fetch, in order: series, events,
                           markets, or all [default: series,events,markets]
+    --status STATUS       Only markets/events with this API status filter: unopened,
+                          open, paused, closed or settled (events: open, closed,
+                          settled)
+    --series-ticker T     Only markets and events of this series
+    --event-ticker T      Only markets of this event
+    --since TIME          Only records updated since TIME (min_updated_ts): Unix
+                          seconds, RFC 3339 (2026-11-01T00:00:00Z) or an age (24h).
+                          The API refuses it on markets together with --status,
+                          --series-ticker or --event-ticker, and so does this tool
+    --max-records N       Sample: stop each endpoint after N records (its status
+                          is then `sampled`, not `complete`)
     --format FORMAT       files: one JSON file per record; jsonl: one JSON Lines file
                           per batch (batch_NNNN.jsonl), same envelopes [default: files]
     --stdout              Stream the envelopes as JSON Lines on stdout instead of
@@ -118,6 +129,11 @@ pub(crate) struct Args {
     pub(crate) format: Option<String>,
     pub(crate) stdout: bool,
     pub(crate) progress_interval: Option<String>,
+    pub(crate) status: Option<String>,
+    pub(crate) series_ticker: Option<String>,
+    pub(crate) event_ticker: Option<String>,
+    pub(crate) since: Option<String>,
+    pub(crate) max_records: Option<String>,
     pub(crate) base_url: Option<String>,
     pub(crate) out: Option<PathBuf>,
     pub(crate) endpoints: Option<String>,
@@ -165,6 +181,8 @@ pub(crate) struct RunConfig {
     /// Requests per second; 0 = no pacing.
     pub(crate) rate: f64,
     pub(crate) retry: RetryPolicy,
+    /// API filters and the sampling cap.
+    pub(crate) filters: Filters,
     /// How often a progress line is printed when stderr is not a terminal.
     pub(crate) progress_interval: Duration,
     /// -1 quiet, 0 default, 1.. more verbose.
@@ -191,6 +209,11 @@ pub(crate) fn parse_args(raw: Vec<OsString>) -> Result<Args, Error> {
     args.format = p.opt_value_from_str("--format").map_err(bad)?;
     args.stdout = p.contains("--stdout");
     args.progress_interval = p.opt_value_from_str("--progress-interval").map_err(bad)?;
+    args.status = p.opt_value_from_str("--status").map_err(bad)?;
+    args.series_ticker = p.opt_value_from_str("--series-ticker").map_err(bad)?;
+    args.event_ticker = p.opt_value_from_str("--event-ticker").map_err(bad)?;
+    args.since = p.opt_value_from_str("--since").map_err(bad)?;
+    args.max_records = p.opt_value_from_str("--max-records").map_err(bad)?;
     args.resume = p
         .opt_value_from_os_str("--resume", |s| Ok::<_, String>(PathBuf::from(s)))
         .map_err(bad)?;
@@ -412,6 +435,33 @@ impl Command {
                 "--backoff-cap must not be below --backoff-base".into(),
             ));
         }
+        let filters = Filters {
+            status: args.status.clone(),
+            series_ticker: args.series_ticker.clone(),
+            event_ticker: args.event_ticker.clone(),
+            since: match &args.since {
+                Some(text) => Some(parse_since(text, time::OffsetDateTime::now_utc())?),
+                None => None,
+            },
+            max_records: match &args.max_records {
+                Some(text) => {
+                    Some(text.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        Error::Usage(format!(
+                            "--max-records {text:?}: expected a whole number above 0"
+                        ))
+                    })?)
+                }
+                None => None,
+            },
+        };
+        if args.resume.is_some() && !filters.is_empty() {
+            return Err(Error::Usage(
+                "filters (--status, --series-ticker, --event-ticker, --since, --max-records) are \
+                 fixed when a run starts: resume without them, or start a new run"
+                    .into(),
+            ));
+        }
+        filters.check(&endpoints)?;
         let verbosity = if args.quiet {
             -1
         } else {
@@ -426,6 +476,7 @@ impl Command {
             resume: args.resume,
             format,
             format_explicit: args.format.is_some(),
+            filters,
             progress_interval: match &args.progress_interval {
                 Some(text) => parse_duration("--progress-interval", text)?,
                 None => Duration::from_secs(10),
@@ -453,6 +504,25 @@ fn validate_base_url(source: &str, url: &str) -> Result<String, Error> {
         _ => Err(Error::Usage(format!(
             "{source} {url:?}: expected an http:// or https:// URL with a host and no query, \
              e.g. {DEFAULT_BASE_URL}"
+        ))),
+    }
+}
+
+/// Parses `--since`: Unix seconds, an RFC 3339 time, or an age (`24h`) before `now`.
+pub(crate) fn parse_since(text: &str, now: time::OffsetDateTime) -> Result<i64, Error> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<i64>() {
+        return Ok(seconds);
+    }
+    if let Ok(t) = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+    {
+        return Ok(t.unix_timestamp());
+    }
+    match parse_duration("--since", text) {
+        Ok(age) => Ok(now.unix_timestamp() - i64::try_from(age.as_secs()).unwrap_or(i64::MAX)),
+        Err(_) => Err(Error::Usage(format!(
+            "--since {text:?}: expected Unix seconds, an RFC 3339 time like \
+             2026-11-01T00:00:00Z, or an age like 24h"
         ))),
     }
 }
@@ -589,6 +659,24 @@ mod tests {
             (&["--format", "csv"], "expected files or jsonl"),
             (&["--stdout", "--format", "jsonl"], "conflict"),
             (&["--stdout", "--out", "x"], "cannot be combined"),
+            (&["--status", "active"], "expected one of"),
+            (&["--since", "yesterday"], "--since"),
+            (&["--max-records", "0"], "--max-records"),
+            (
+                &[
+                    "--resume",
+                    "x",
+                    "--status",
+                    "open",
+                    "--endpoints",
+                    "markets",
+                ],
+                "fixed when a run starts",
+            ),
+            (
+                &["--endpoints", "series", "--event-ticker", "E"],
+                "markets only",
+            ),
             (&["run", "extra"], "unexpected argument extra"),
             (&["-q", "-v"], "contradict"),
             (&["--rate", "fast"], "--rate"),
@@ -606,6 +694,20 @@ mod tests {
             assert!(text.contains(want), "{args:?}: {text:?} lacks {want:?}");
             assert!(!text.contains('\n'), "{text:?}");
         }
+    }
+
+    #[test]
+    fn since_takes_seconds_rfc3339_or_an_age() {
+        let now = time::macros::datetime!(2026-11-25 12:00:00 UTC);
+        assert_eq!(parse_since("1700000000", now).expect("ok"), 1_700_000_000);
+        assert_eq!(
+            parse_since("2026-11-25T11:00:00Z", now).expect("ok"),
+            now.unix_timestamp() - 3600
+        );
+        assert_eq!(
+            parse_since("2h", now).expect("ok"),
+            now.unix_timestamp() - 7200
+        );
     }
 
     #[test]

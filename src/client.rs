@@ -173,6 +173,13 @@ impl Client {
             if failure.class == FailureClass::Truncated {
                 failure.class = FailureClass::Reset;
             }
+            if failure.class == FailureClass::Fatal {
+                failure.reason = format!(
+                    "{} (TLS certificates are always verified, against the Mozilla roots \
+                     built into kalshi-ingest)",
+                    failure.reason
+                );
+            }
             failure
         })?;
         let status = response.status();
@@ -213,10 +220,13 @@ impl Client {
             .take(self.config.max_body_bytes + 1)
             .read_to_end(&mut body);
         if let Err(e) = read {
-            // The headers arrived: a connection lost now leaves the body cut short.
+            // The headers arrived: a connection lost now leaves the body cut short,
+            // and data that does not decode (gzip) is a bad body, not a TLS failure.
             let mut failure = classify_io_error(&e);
-            if failure.class == FailureClass::Reset {
-                failure.class = FailureClass::Truncated;
+            match failure.class {
+                FailureClass::Reset => failure.class = FailureClass::Truncated,
+                FailureClass::Fatal => failure.class = FailureClass::BadBody,
+                _ => {}
             }
             return Err(failure);
         }
@@ -291,6 +301,8 @@ fn classify_io_error(err: &std::io::Error) -> Failure {
         }
         K::TimedOut | K::WouldBlock => FailureClass::Timeout,
         K::UnexpectedEof => FailureClass::Truncated,
+        // rustls reports a certificate or handshake failure as InvalidData.
+        K::InvalidData => FailureClass::Fatal,
         _ => FailureClass::Reset,
     };
     Failure::new(class, err.to_string())

@@ -29,7 +29,7 @@ use crate::client::{Client, ClientConfig};
 use crate::error::{EXIT_FATAL, EXIT_INCOMPLETE, EXIT_OK, Error};
 use crate::fetch::{Fetcher, PageError, describe_failure};
 use crate::pace::{RateLimiter, SystemClock};
-use crate::plan::{self, EndpointSpec};
+use crate::plan::{self, EndpointSpec, Filters};
 use crate::record::DedupIndex;
 use crate::retry::GiveUp;
 use crate::signal::EXIT_INTERRUPTED;
@@ -80,6 +80,7 @@ struct Setup {
     endpoints: Vec<EndpointSpec>,
     base_url: String,
     format: Format,
+    filters: Filters,
 }
 
 fn set_up(config: &RunConfig) -> Result<Setup, Error> {
@@ -97,11 +98,13 @@ fn set_up(config: &RunConfig) -> Result<Setup, Error> {
                     .map(|e| e.name.to_string())
                     .collect(),
                 format: Format::Stdout,
+                filters: config.filters.clone(),
                 sessions: Vec::new(),
             },
             endpoints: config.endpoints.clone(),
             base_url: config.base_url.clone(),
             format: Format::Stdout,
+            filters: config.filters.clone(),
         }),
         None => {
             store::prepare_out_dir(&config.out)?;
@@ -117,6 +120,7 @@ fn set_up(config: &RunConfig) -> Result<Setup, Error> {
                     .map(|e| e.name.to_string())
                     .collect(),
                 format: config.format,
+                filters: config.filters.clone(),
                 sessions: Vec::new(),
             };
             Ok(Setup {
@@ -125,6 +129,7 @@ fn set_up(config: &RunConfig) -> Result<Setup, Error> {
                 endpoints: config.endpoints.clone(),
                 base_url: config.base_url.clone(),
                 format: config.format,
+                filters: config.filters.clone(),
             })
         }
         Some(dir) => {
@@ -158,12 +163,15 @@ fn set_up(config: &RunConfig) -> Result<Setup, Error> {
                 )));
             }
             let format = manifest.format;
+            let filters = manifest.filters.clone();
+            filters.check(&endpoints)?;
             Ok(Setup {
                 run_dir: Some(dir.clone()),
                 manifest,
                 endpoints,
                 base_url,
                 format,
+                filters,
             })
         }
     }
@@ -179,6 +187,7 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
         endpoints: specs,
         base_url,
         format,
+        filters,
     } = set_up(config)?;
     let dir = run_dir.as_deref();
     if let Some(dir) = dir {
@@ -256,7 +265,15 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
             }),
             _ => None,
         };
-        let end = ingest_endpoint(&mut fetcher, persist, format, spec, summary, saved);
+        let end = ingest_endpoint(
+            &mut fetcher,
+            persist,
+            format,
+            &filters,
+            spec,
+            summary,
+            saved,
+        );
         match end {
             Ok(EndpointEnd::Continue) => {}
             Ok(EndpointEnd::HostDown) => {
@@ -339,6 +356,7 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
         base_url,
         endpoints_planned: manifest.endpoints.clone(),
         format: format.name().to_string(),
+        filters: filters.clone(),
         status: status.to_string(),
         stopped_early,
         exit_code,
@@ -421,6 +439,7 @@ fn ingest_endpoint(
     fetcher: &mut Fetcher,
     mut persist: Option<Persist>,
     format: Format,
+    filters: &Filters,
     spec: &EndpointSpec,
     summary: &mut EndpointSummary,
     saved: Option<Checkpoint>,
@@ -479,12 +498,15 @@ fn ingest_endpoint(
     let mut skip = resume.skip;
     let mut failure: Option<Stopped> = None;
     let mut end = EndpointEnd::Continue;
+    let cap = filters.max_records.unwrap_or(u64::MAX);
+    let mut sampled = writer.counts_after_commit().records >= cap;
 
-    loop {
+    while !sampled {
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(limit) = spec.page_size {
             query.push(("limit", limit.to_string()));
         }
+        query.extend(filters.query_for(spec));
         if let Some(c) = &cursor {
             query.push(("cursor", c.clone()));
         }
@@ -521,6 +543,10 @@ fn ingest_endpoint(
         for (index, record) in page.records.into_iter().enumerate() {
             if (index as u64) < skip {
                 continue;
+            }
+            if writer.counts_after_commit().records >= cap {
+                sampled = true;
+                break;
             }
             if !dedup.insert(record.hash) {
                 summary.duplicates_skipped += 1;
@@ -569,12 +595,15 @@ fn ingest_endpoint(
         }
         skip = 0;
         summary.pages += 1;
+        if writer.counts_after_commit().records >= cap {
+            sampled = true;
+        }
         crate::progress::page(
             summary.pages,
             writer.counts_after_commit().records,
             summary.duplicates_skipped,
         );
-        if spec.page_size.is_none() {
+        if spec.page_size.is_none() || sampled {
             break;
         }
         match page.cursor {
@@ -631,6 +660,14 @@ fn ingest_endpoint(
         0.0
     };
     let (state, resume) = match failure {
+        None if sampled => {
+            summary.status = EndpointStatus::Sampled;
+            info!(
+                "{}: sampled: stopped after {} records (--max-records)",
+                spec.name, written.records
+            );
+            (CheckpointState::Complete, ResumePoint::default())
+        }
         None => {
             summary.status = EndpointStatus::Complete;
             info!(

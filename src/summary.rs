@@ -24,6 +24,8 @@ pub(crate) enum EndpointStatus {
     NotStarted,
     /// Ctrl-C or SIGTERM stopped the endpoint; `--resume` continues it.
     Interrupted,
+    /// Stopped on purpose after `--max-records` records.
+    Sampled,
 }
 
 /// Where and why an endpoint stopped early.
@@ -121,6 +123,8 @@ pub(crate) struct Summary {
     pub(crate) endpoints_planned: Vec<String>,
     /// `files`, `jsonl` or `stdout`.
     pub(crate) format: String,
+    /// The filters the run was started with.
+    pub(crate) filters: crate::plan::Filters,
     /// `complete` (every endpoint complete), `incomplete` or `interrupted`.
     pub(crate) status: String,
     /// Why the run stopped before its last endpoint, if it did.
@@ -144,7 +148,7 @@ impl Totals {
             t.bytes_received += e.bytes_received;
             t.bytes_written += e.bytes_written;
             match e.status {
-                EndpointStatus::Complete => t.endpoints_complete += 1,
+                EndpointStatus::Complete | EndpointStatus::Sampled => t.endpoints_complete += 1,
                 EndpointStatus::Incomplete | EndpointStatus::Interrupted => {
                     t.endpoints_incomplete += 1
                 }

@@ -274,3 +274,251 @@ fn progress_is_a_live_line_on_a_terminal() {
     assert!(screen.contains("\r\x1b[2Kmarkets: "), "{screen:?}");
     assert!(screen.contains("records/s"), "{screen:?}");
 }
+
+/// Runs with `extra` flags against a small fake; returns the run and the fake's log.
+fn filtered_run(name: &str, extra: &[&str]) -> (RunOutput, Vec<String>, std::process::Output, Dir) {
+    let dir = Dir::new(name);
+    let fake = FakeApi::start(
+        &dir.path,
+        &["--markets", "2600", "--events", "60", "--series", "7"],
+    );
+    let out_dir = dir.path.join("out");
+    let mut args = vec![
+        "--base-url",
+        fake.url.as_str(),
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+        "--rate=0",
+    ];
+    args.extend_from_slice(extra);
+    let out = ingest(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    (
+        RunOutput::read(&run_dir_of(&out)),
+        fake.requests(),
+        out,
+        dir,
+    )
+}
+
+#[test]
+fn status_and_ticker_filters_narrow_what_is_fetched() {
+    let (run, requests, _, _dir) =
+        filtered_run("status", &["--endpoints", "markets", "--status", "open"]);
+    let want: Vec<String> = market_ids(2600, 60, 7)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % 5 == 1)
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(run.ids("markets"), want);
+    assert!(
+        requests.iter().all(|r| r.contains("status=open")),
+        "{requests:?}"
+    );
+    assert_eq!(run.summary["filters"]["status"], "open");
+
+    let (run, requests, _, _dir) = filtered_run(
+        "series",
+        &[
+            "--endpoints",
+            "events,markets",
+            "--series-ticker",
+            "KXS00003",
+        ],
+    );
+    let events: Vec<String> = event_ids(60, 7)
+        .into_iter()
+        .filter(|id| id.starts_with("KXS00003-"))
+        .collect();
+    let markets: Vec<String> = market_ids(2600, 60, 7)
+        .into_iter()
+        .filter(|id| id.starts_with("KXS00003-"))
+        .collect();
+    assert!(!events.is_empty() && !markets.is_empty());
+    assert_eq!(run.ids("events"), events);
+    assert_eq!(run.ids("markets"), markets);
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.contains("series_ticker=KXS00003")),
+        "{requests:?}"
+    );
+
+    let (run, _, _, _dir) = filtered_run(
+        "event",
+        &[
+            "--endpoints",
+            "markets",
+            "--event-ticker",
+            "KXS00001-E000001",
+        ],
+    );
+    let want: Vec<String> = market_ids(2600, 60, 7)
+        .into_iter()
+        .filter(|id| id.starts_with("KXS00001-E000001-"))
+        .collect();
+    assert_eq!(run.ids("markets"), want);
+}
+
+#[test]
+fn since_fetches_only_recently_updated_records() {
+    // The fake's market i was updated at 2024-11-01T00:00:00Z + i minutes.
+    let (run, requests, _, _dir) = filtered_run(
+        "since",
+        &["--endpoints", "markets", "--since", "2024-11-02T00:00:00Z"],
+    );
+    let want: Vec<String> = market_ids(2600, 60, 7).into_iter().skip(24 * 60).collect();
+    assert_eq!(run.ids("markets"), want);
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.contains("min_updated_ts=1730505600")),
+        "{requests:?}"
+    );
+}
+
+#[test]
+fn max_records_samples_each_endpoint_and_says_so() {
+    let (run, requests, out, _dir) = filtered_run("sample", &["--max-records", "150"]);
+    for (name, all) in [
+        ("series", series_ids(7)),
+        ("events", event_ids(60, 7)),
+        ("markets", market_ids(2600, 60, 7)),
+    ] {
+        let want: Vec<String> = all.into_iter().take(150).collect();
+        assert_eq!(run.ids(name), want, "{name}");
+        let status = if want.len() == 150 {
+            "sampled"
+        } else {
+            "complete"
+        };
+        assert_eq!(run.endpoint(name)["status"], status, "{name}");
+    }
+    assert_eq!(
+        requests.iter().filter(|r| r.contains("/markets")).count(),
+        1
+    );
+    let verify = Command::new(bin())
+        .arg("verify")
+        .arg(run_dir_of(&out))
+        .output()
+        .expect("verify");
+    assert_eq!(verify.status.code(), Some(0), "{}", show(&verify));
+}
+
+#[test]
+fn filter_combinations_the_api_rejects_are_refused_before_any_request() {
+    let dir = Dir::new("refused");
+    let fake = FakeApi::start(&dir.path, &["--markets", "10"]);
+    let out_dir = dir.path.join("out");
+    for extra in [
+        &["--since", "24h", "--status", "open"][..],
+        &["--status", "active"][..],
+        &["--endpoints", "events", "--status", "paused"][..],
+    ] {
+        let mut args = vec![
+            "--base-url",
+            fake.url.as_str(),
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+        ];
+        args.extend_from_slice(extra);
+        let out = ingest(&args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", show(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).lines().count(),
+            1,
+            "{}",
+            show(&out)
+        );
+    }
+    assert!(fake.requests().is_empty());
+    assert!(
+        !out_dir.exists(),
+        "nothing is created for a refused command"
+    );
+}
+
+/// TLS certificates are always verified: a server with a self-signed certificate is
+/// refused at once (no retries), with a message that says verification is on.
+#[test]
+fn tls_certificates_are_always_verified() {
+    let dir = Dir::new("tls");
+    let key = dir.path.join("key.pem");
+    let cert = dir.path.join("cert.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (.ci/run installs it)");
+    assert!(made.status.success(), "{}", show(&made));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut server = Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-www",
+            "-accept",
+            &port.to_string(),
+            "-cert",
+        ])
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start openssl s_server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "s_server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out_dir = dir.path.join("out");
+    let base = format!("https://127.0.0.1:{port}/trade-api/v2");
+    let out = crate::util::ingest_with_env(
+        &[
+            "--base-url",
+            &base,
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+            "--endpoints",
+            "series",
+        ],
+        // A CA store that trusts the certificate must not matter: roots are built in.
+        &[("SSL_CERT_FILE", cert.to_str().expect("utf-8"))],
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let run = RunOutput::read(&run_dir_of(&out));
+    let series = run.endpoint("series");
+    assert_eq!(
+        series["requests"], 1,
+        "a certificate failure is not retried: {series}"
+    );
+    let error = series["failure"]["error"].as_str().expect("error");
+    assert!(
+        error.contains("certificate") && error.contains("[fatal]"),
+        "{error}"
+    );
+    assert!(error.contains("always verified"), "{error}");
+}

@@ -20,6 +20,23 @@ pub const HOSTILE_IDS: &[&str] = &[
     "",
 ];
 
+/// A market's own `status` field, by index (the API's filter values map to these).
+pub const MARKET_STATUS: [&str; 5] = ["initialized", "active", "inactive", "closed", "finalized"];
+/// The `status` filter value that selects each entry of [`MARKET_STATUS`].
+pub const MARKET_STATUS_FILTER: [&str; 5] = ["unopened", "open", "paused", "closed", "settled"];
+/// The `status` filter value that selects an event, by `index % 3`.
+pub const EVENT_STATUS_FILTER: [&str; 3] = ["open", "closed", "settled"];
+/// Unix time of the oldest record's `updated_time`; record i is i minutes newer.
+pub const UPDATED_BASE: i64 = 1_730_419_200;
+
+/// `updated_time` of record `i` (RFC 3339).
+pub fn updated_time(i: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(UPDATED_BASE + i as i64 * 60)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// The size of the data set and its quirks.
 #[derive(Clone, Debug)]
 pub struct DataSet {
@@ -43,6 +60,16 @@ impl DataSet {
         format!("{}-E{k:06}", self.series_ticker(series))
     }
 
+    /// The event index of market `i`.
+    pub fn event_of_market(&self, i: u64) -> u64 {
+        if self.events == 0 { 0 } else { i % self.events }
+    }
+
+    /// The series index of event `k`.
+    pub fn series_of_event(&self, k: u64) -> u64 {
+        if self.series == 0 { 0 } else { k % self.series }
+    }
+
     pub fn market_ticker(&self, i: u64) -> String {
         if self.hostile_ids && (i as usize) < HOSTILE_IDS.len() {
             return HOSTILE_IDS[i as usize].to_string();
@@ -63,11 +90,11 @@ impl DataSet {
                 r#"{{"ticker":{ticker},"event_ticker":"{ev}","market_type":"binary","#,
                 r#""title":"Will the high temp in NYC be >{strike}° on day {i}? — “quoted” ✓","#,
                 r#""subtitle":"","yes_sub_title":"{strike}° or above","no_sub_title":"below {strike}°","#,
-                r#""created_time":"2024-10-01T12:00:00.000003Z","updated_time":"2024-11-01T12:00:00Z","#,
+                r#""created_time":"2024-10-01T12:00:00.000003Z","updated_time":"{updated}","#,
                 r#""open_time":"2024-11-01T15:00:00Z","close_time":"2024-11-01T04:59:00Z","#,
                 r#""expected_expiration_time":"2024-11-01T14:00:00Z","expiration_time":"2024-11-01T14:00:00Z","#,
                 r#""latest_expiration_time":"2024-12-01T14:00:00Z","settlement_timer_seconds":1800,"#,
-                r#""status":"active","yes_bid_dollars":"0.{bid:02}00","yes_ask_dollars":"0.{ask:02}00","#,
+                r#""status":"{status}","yes_bid_dollars":"0.{bid:02}00","yes_ask_dollars":"0.{ask:02}00","#,
                 r#""no_bid_dollars":"0.{nbid:02}00","no_ask_dollars":"0.{nask:02}00","#,
                 r#""yes_bid_size_fp":"{size}.00","yes_ask_size_fp":"144.00","last_price_dollars":"0.{bid:02}00","#,
                 r#""previous_yes_bid_dollars":"0.1400","previous_yes_ask_dollars":"0.1600","#,
@@ -81,6 +108,8 @@ impl DataSet {
                 r#""mve_selected_legs":[],"primary_participant_key":"p{i}"}}"#
             ),
             ticker = json_str(&self.market_ticker(i)),
+            updated = updated_time(i),
+            status = MARKET_STATUS[(i % 5) as usize],
             ev = event_ticker,
             strike = strike,
             i = i,
@@ -102,12 +131,13 @@ impl DataSet {
                 r#"{{"event_ticker":"{ev}","series_ticker":"{se}","title":"Highest temperature in NYC on day {k}?","#,
                 r#""sub_title":"On day {k}","collateral_return_type":"","mutually_exclusive":{me},"#,
                 r#""category":"Climate and Weather","strike_date":"2024-11-01T14:00:00Z","strike_period":"","#,
-                r#""available_on_brokers":true,"price_level_structure":"linear_cent","last_updated_ts":"2025-01-01T00:00:00Z"}}"#
+                r#""available_on_brokers":true,"price_level_structure":"linear_cent","last_updated_ts":"{updated}"}}"#
             ),
             ev = self.event_ticker(k),
             se = self.series_ticker(series),
             k = k,
             me = k.is_multiple_of(2),
+            updated = updated_time(k),
         );
     }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::data::DataSet;
+use crate::data::{DataSet, EVENT_STATUS_FILTER, MARKET_STATUS_FILTER, UPDATED_BASE};
 
 const PREFIX: &str = "/trade-api/v2";
 
@@ -384,12 +384,66 @@ fn route(state: &State, target: &str) -> Reply {
             body.push_str("]}");
             Reply::Json(200, body)
         }
-        "/events" => page(state, query, "events", data.events, 200, |k, out| {
-            data.event(k, out)
-        }),
-        "/markets" => page(state, query, "markets", data.markets, 1000, |i, out| {
-            data.market(i, out)
-        }),
+        "/events" => {
+            let status = query_param(query, "status").map(str::to_string);
+            if let Some(s) = &status
+                && !EVENT_STATUS_FILTER.contains(&s.as_str())
+            {
+                return error_reply(400, "invalid_parameters", "invalid status");
+            }
+            let series = query_param(query, "series_ticker").map(str::to_string);
+            let since = query_param(query, "min_updated_ts").and_then(|v| v.parse::<i64>().ok());
+            let keep = |k: u64| {
+                status
+                    .as_deref()
+                    .is_none_or(|s| EVENT_STATUS_FILTER[(k % 3) as usize] == s)
+                    && series
+                        .as_deref()
+                        .is_none_or(|s| data.series_ticker(data.series_of_event(k)) == s)
+                    && since.is_none_or(|t| UPDATED_BASE + k as i64 * 60 >= t)
+            };
+            page(state, query, "events", data.events, 200, keep, |k, out| {
+                data.event(k, out)
+            })
+        }
+        "/markets" => {
+            let status = query_param(query, "status").map(str::to_string);
+            if let Some(s) = &status
+                && !MARKET_STATUS_FILTER.contains(&s.as_str())
+            {
+                return error_reply(400, "invalid_parameters", "invalid status");
+            }
+            let series = query_param(query, "series_ticker").map(str::to_string);
+            let event = query_param(query, "event_ticker").map(str::to_string);
+            let since = query_param(query, "min_updated_ts").and_then(|v| v.parse::<i64>().ok());
+            if since.is_some() && (status.is_some() || series.is_some() || event.is_some()) {
+                return error_reply(
+                    400,
+                    "invalid_parameters",
+                    "min_updated_ts cannot be combined with other filters",
+                );
+            }
+            let keep = |i: u64| {
+                let k = data.event_of_market(i);
+                status
+                    .as_deref()
+                    .is_none_or(|s| MARKET_STATUS_FILTER[(i % 5) as usize] == s)
+                    && event.as_deref().is_none_or(|e| data.event_ticker(k) == e)
+                    && series
+                        .as_deref()
+                        .is_none_or(|s| data.series_ticker(data.series_of_event(k)) == s)
+                    && since.is_none_or(|t| UPDATED_BASE + i as i64 * 60 >= t)
+            };
+            page(
+                state,
+                query,
+                "markets",
+                data.markets,
+                1000,
+                keep,
+                |i, out| data.market(i, out),
+            )
+        }
         _ => error_reply(404, "not_found", "unknown path"),
     }
 }
@@ -424,6 +478,7 @@ fn page(
     key: &str,
     total: u64,
     max: u64,
+    keep: impl Fn(u64) -> bool,
     item: impl Fn(u64, &mut String),
 ) -> Reply {
     let limit = match query_param(query, "limit") {
@@ -452,14 +507,27 @@ fn page(
     } else {
         0
     };
-    let end = (offset + limit).min(total);
-    let mut body = String::with_capacity(((end - start) as usize) * 2200 + 64);
+    let mut body = String::with_capacity((limit as usize) * 2200 + 64);
     body.push_str(&format!(r#"{{"{key}":["#));
-    for i in start..end {
-        if i > start {
+    // Scan from `start`, keeping records that pass the filters, until `limit` new
+    // ones (at or past `offset`) are in the page; the cursor is where the scan stopped.
+    let mut end = start;
+    let mut taken = 0u64;
+    let mut first = true;
+    while end < total && taken < limit {
+        let i = end;
+        end += 1;
+        if !keep(i) {
+            continue;
+        }
+        if !first {
             body.push(',');
         }
+        first = false;
         item(i, &mut body);
+        if i >= offset {
+            taken += 1;
+        }
     }
     body.push(']');
     if key == "events" {
