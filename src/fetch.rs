@@ -8,7 +8,7 @@ use log::{debug, error, warn};
 
 use crate::client::{Client, Failure, FailureClass, Fetched};
 use crate::pace::{Clock, RateLimiter};
-use crate::page::{describe_json_error, parse_page};
+use crate::page::parse_page;
 use crate::plan::EndpointSpec;
 use crate::record::{Record, make_record};
 use crate::retry::{GiveUp, Outcome, Retry, RetryPolicy, Step, WaitKind, parse_retry_after};
@@ -61,10 +61,7 @@ fn parse_fetched(fetched: &Fetched, spec: &EndpointSpec) -> Result<PageData, Fai
             make_record(raw, spec.id_field, &ingestion_time, &mut scratch).map_err(|e| {
                 Failure::new(
                     FailureClass::BadRecord,
-                    format!(
-                        "a record is not valid JSON: {}",
-                        describe_json_error(&e, raw.get().as_bytes())
-                    ),
+                    format!("a record cannot be read: {e}"),
                 )
             })?;
         records.push(record);

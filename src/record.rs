@@ -70,18 +70,19 @@ pub(crate) fn make_record(
     id_field: &str,
     ingestion_time: &str,
     scratch: &mut Vec<u8>,
-) -> Result<Record, serde_json::Error> {
-    let value: Value = serde_json::from_str(raw.get())?;
+) -> Result<Record, String> {
+    let json = raw.get();
     scratch.clear();
-    write_canonical(&value, scratch);
+    let found = crate::canonical::canonicalize(json, id_field, scratch)?;
     let hash = RecordHash(Sha256::digest(&scratch[..]).into());
-    let id = match value.get(id_field) {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
+    let data = if found.had_whitespace {
+        let mut data = Vec::with_capacity(json.len());
+        write_minified(json.as_bytes(), &mut data);
+        data
+    } else {
+        json.as_bytes().to_vec()
     };
-    let mut data = Vec::with_capacity(raw.get().len());
-    write_minified(raw.get().as_bytes(), &mut data);
+    let id = found.id;
     Ok(Record {
         id,
         hash,
@@ -126,7 +127,9 @@ pub(crate) fn write_envelope(endpoint: &str, record: &Record, pos: Position, out
     out.extend_from_slice(b"}\n");
 }
 
-/// Hashes the canonical form of an already parsed value (`verify` re-hashes with it).
+/// Hashes the canonical form of an already parsed value. `verify` re-hashes with this
+/// tree-based writer, ingestion with `canonical`'s direct one: every verify run
+/// cross-checks the two implementations.
 pub(crate) fn hash_value(value: &Value) -> RecordHash {
     let mut buf = Vec::new();
     write_canonical(value, &mut buf);
@@ -170,7 +173,7 @@ pub(crate) fn write_canonical(value: &Value, out: &mut Vec<u8>) {
 
 /// Writes a JSON number literal in canonical form: integers as written, everything else
 /// as the shortest round-trip decimal in Python's `repr(float)` layout.
-fn write_canonical_number(literal: &str, out: &mut Vec<u8>) {
+pub(crate) fn write_canonical_number(literal: &str, out: &mut Vec<u8>) {
     let is_integer = !literal.contains(['.', 'e', 'E']);
     if is_integer {
         if literal == "-0" {
@@ -253,25 +256,36 @@ pub(crate) fn write_json_string(s: &str, out: &mut Vec<u8>) {
 }
 
 /// Copies JSON text, dropping whitespace between tokens (never inside strings).
+/// Copies whole runs rather than bytes: most of a record is string contents.
 fn write_minified(json: &[u8], out: &mut Vec<u8>) {
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in json {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
-            if b == b'"' {
-                in_string = true;
-            }
-            out.push(b);
+    let n = json.len();
+    let mut i = 0;
+    while i < n {
+        let start = i;
+        while i < n && !matches!(json[i], b' ' | b'\n' | b'\r' | b'\t' | b'"') {
+            i += 1;
         }
+        out.extend_from_slice(&json[start..i]);
+        if i >= n {
+            break;
+        }
+        if json[i] != b'"' {
+            i += 1; // whitespace between tokens
+            continue;
+        }
+        let string_start = i;
+        i += 1;
+        while i < n {
+            match json[i] {
+                b'\\' => i += 2,
+                b'"' => {
+                    i += 1;
+                    break;
+                }
+                _ => i += 1,
+            }
+        }
+        out.extend_from_slice(&json[string_start..i.min(n)]);
     }
 }
 

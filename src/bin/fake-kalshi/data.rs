@@ -37,6 +37,37 @@ pub fn updated_time(i: u64) -> String {
         .unwrap_or_default()
 }
 
+/// `(i % 120) + 0.5` as text, the strikes markets cycle through.
+static STRIKES: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(|| (0..120).map(|k| format!("{}", k as f64 + 0.5)).collect());
+
+/// Appends `n` in decimal.
+fn push_int(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in digits[..len].iter().rev() {
+        out.push(*d as char);
+    }
+}
+
+/// Appends `n` in decimal, zero-padded to `width` digits.
+fn push_padded(out: &mut String, n: u64, width: usize) {
+    let mut text = String::with_capacity(20);
+    push_int(&mut text, n);
+    for _ in text.len()..width {
+        out.push('0');
+    }
+    out.push_str(&text);
+}
+
 /// The size of the data set and its quirks.
 #[derive(Clone, Debug)]
 pub struct DataSet {
@@ -70,56 +101,82 @@ impl DataSet {
         if self.series == 0 { 0 } else { k % self.series }
     }
 
-    pub fn market_ticker(&self, i: u64) -> String {
-        if self.hostile_ids && (i as usize) < HOSTILE_IDS.len() {
-            return HOSTILE_IDS[i as usize].to_string();
-        }
-        let event = if self.events == 0 { 0 } else { i % self.events };
-        format!("{}-M{i:07}", self.event_ticker(event))
-    }
-
-    /// One market object (about 2 KB, like production).
+    /// One market object (about 2 KB, like production). Written from static pieces
+    /// and a small integer writer rather than `format!`: a benchmark of a million
+    /// markets must not wait for the fake (this made page generation ~4x faster).
     pub fn market(&self, i: u64, out: &mut String) {
-        let event = if self.events == 0 { 0 } else { i % self.events };
-        let event_ticker = self.event_ticker(event);
+        let event_ticker = self.event_ticker(self.event_of_market(i));
         let bid = i * 37 % 98 + 1;
-        let strike = (i % 120) as f64 + 0.5;
-        let _ = write!(
-            out,
-            concat!(
-                r#"{{"ticker":{ticker},"event_ticker":"{ev}","market_type":"binary","#,
-                r#""title":"Will the high temp in NYC be >{strike}° on day {i}? — “quoted” ✓","#,
-                r#""subtitle":"","yes_sub_title":"{strike}° or above","no_sub_title":"below {strike}°","#,
-                r#""created_time":"2024-10-01T12:00:00.000003Z","updated_time":"{updated}","#,
-                r#""open_time":"2024-11-01T15:00:00Z","close_time":"2024-11-01T04:59:00Z","#,
-                r#""expected_expiration_time":"2024-11-01T14:00:00Z","expiration_time":"2024-11-01T14:00:00Z","#,
-                r#""latest_expiration_time":"2024-12-01T14:00:00Z","settlement_timer_seconds":1800,"#,
-                r#""status":"{status}","yes_bid_dollars":"0.{bid:02}00","yes_ask_dollars":"0.{ask:02}00","#,
-                r#""no_bid_dollars":"0.{nbid:02}00","no_ask_dollars":"0.{nask:02}00","#,
-                r#""yes_bid_size_fp":"{size}.00","yes_ask_size_fp":"144.00","last_price_dollars":"0.{bid:02}00","#,
-                r#""previous_yes_bid_dollars":"0.1400","previous_yes_ask_dollars":"0.1600","#,
-                r#""previous_price_dollars":"0.1400","volume_fp":"{vol}.00","volume_24h_fp":"201.00","#,
-                r#""open_interest_fp":"98679.00","notional_value_dollars":"1.0000","result":"","#,
-                r#""can_close_early":true,"expiration_value":"","strike_type":"greater","floor_strike":{strike},"#,
-                r#""rules_primary":"If the highest temperature recorded in Central Park, New York for {ev} is greater than {strike}°, then the market resolves to Yes.","#,
-                r#""rules_secondary":"The following market refers to the high temperature reported by the National Weather Service in its Daily Climate Report. Revisions after expiration are not counted. If no report is issued, the market resolves according to the settlement sources of the series.","#,
-                r#""price_level_structure":"linear_cent","price_ranges":[{{"start":"0.0000","end":"1.0000","step":"0.0100"}}],"#,
-                r#""custom_strike":null,"settlement_bounds_type":"default","exchange_index":0,"#,
-                r#""mve_selected_legs":[],"primary_participant_key":"p{i}"}}"#
-            ),
-            ticker = json_str(&self.market_ticker(i)),
-            updated = updated_time(i),
-            status = MARKET_STATUS[(i % 5) as usize],
-            ev = event_ticker,
-            strike = strike,
-            i = i,
-            bid = bid,
-            ask = bid + 1,
-            nbid = 99 - bid - 1,
-            nask = 99 - bid,
-            size = i % 1000,
-            vol = i * 13 % 1_000_000,
-        );
+        let strike = STRIKES[(i % 120) as usize].as_str();
+        let two = |out: &mut String, n: u64| {
+            out.push((b'0' + (n / 10 % 10) as u8) as char);
+            out.push((b'0' + (n % 10) as u8) as char);
+        };
+        out.push_str(r#"{"ticker":"#);
+        if self.hostile_ids && (i as usize) < HOSTILE_IDS.len() {
+            out.push_str(&json_str(HOSTILE_IDS[i as usize]));
+        } else {
+            out.push('"');
+            out.push_str(&event_ticker);
+            out.push_str("-M");
+            push_padded(out, i, 7);
+            out.push('"');
+        }
+        out.push_str(r#","event_ticker":""#);
+        out.push_str(&event_ticker);
+        out.push_str(r#"","market_type":"binary","title":"Will the high temp in NYC be >"#);
+        out.push_str(strike);
+        out.push_str("° on day ");
+        push_int(out, i);
+        out.push_str(r#"? — “quoted” ✓","subtitle":"","yes_sub_title":""#);
+        out.push_str(strike);
+        out.push_str(r#"° or above","no_sub_title":"below "#);
+        out.push_str(strike);
+        out.push_str(r#"°","created_time":"2024-10-01T12:00:00.000003Z","updated_time":""#);
+        out.push_str(&updated_time(i));
+        out.push_str(concat!(
+            r#"","open_time":"2024-11-01T15:00:00Z","close_time":"2024-11-01T04:59:00Z","#,
+            r#""expected_expiration_time":"2024-11-01T14:00:00Z","expiration_time":"2024-11-01T14:00:00Z","#,
+            r#""latest_expiration_time":"2024-12-01T14:00:00Z","settlement_timer_seconds":1800,"#,
+            r#""status":""#
+        ));
+        out.push_str(MARKET_STATUS[(i % 5) as usize]);
+        out.push_str(r#"","yes_bid_dollars":"0."#);
+        two(out, bid);
+        out.push_str(r#"00","yes_ask_dollars":"0."#);
+        two(out, bid + 1);
+        out.push_str(r#"00","no_bid_dollars":"0."#);
+        two(out, 99 - bid - 1);
+        out.push_str(r#"00","no_ask_dollars":"0."#);
+        two(out, 99 - bid);
+        out.push_str(r#"00","yes_bid_size_fp":""#);
+        push_int(out, i % 1000);
+        out.push_str(r#".00","yes_ask_size_fp":"144.00","last_price_dollars":"0."#);
+        two(out, bid);
+        out.push_str(concat!(
+            r#"00","previous_yes_bid_dollars":"0.1400","previous_yes_ask_dollars":"0.1600","#,
+            r#""previous_price_dollars":"0.1400","volume_fp":""#
+        ));
+        push_int(out, i * 13 % 1_000_000);
+        out.push_str(concat!(
+            r#".00","volume_24h_fp":"201.00","open_interest_fp":"98679.00","#,
+            r#""notional_value_dollars":"1.0000","result":"","can_close_early":true,"#,
+            r#""expiration_value":"","strike_type":"greater","floor_strike":"#
+        ));
+        out.push_str(strike);
+        out.push_str(r#","rules_primary":"If the highest temperature recorded in Central Park, New York for "#);
+        out.push_str(&event_ticker);
+        out.push_str(" is greater than ");
+        out.push_str(strike);
+        out.push_str(concat!(
+            r#"°, then the market resolves to Yes.","#,
+            r#""rules_secondary":"The following market refers to the high temperature reported by the National Weather Service in its Daily Climate Report. Revisions after expiration are not counted. If no report is issued, the market resolves according to the settlement sources of the series.","#,
+            r#""price_level_structure":"linear_cent","price_ranges":[{"start":"0.0000","end":"1.0000","step":"0.0100"}],"#,
+            r#""custom_strike":null,"settlement_bounds_type":"default","exchange_index":0,"#,
+            r#""mve_selected_legs":[],"primary_participant_key":"p"#
+        ));
+        push_int(out, i);
+        out.push_str(r#""}"#);
     }
 
     /// One event object.
