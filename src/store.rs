@@ -256,6 +256,8 @@ impl BatchWriter {
             }
             _ => Target::Stdout(io::BufWriter::with_capacity(1 << 16, io::stdout())),
         };
+        // One batch may wait while the writer writes another (a rendezvous channel
+        // measured the same time and peak RSS at a million records).
         let (jobs, inbox) = mpsc::sync_channel::<Batch>(1);
         let (outbox, done) = mpsc::channel();
         let endpoint = endpoint_path.to_string();
