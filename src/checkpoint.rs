@@ -166,7 +166,8 @@ impl Manifest {
         }
         if !path.is_file() {
             return Err(Error::Usage(format!(
-                "--resume {}: not a kalshi-ingest run folder (no {MANIFEST_NAME})",
+                "--resume {}: not a kalshi-ingest run folder, or one stopped before it \
+                 fetched anything (no {MANIFEST_NAME}): start a new run",
                 run_dir.display()
             )));
         }

@@ -209,13 +209,19 @@ fn sigkill_at_many_points_then_resume_equals_a_clean_run() {
     assert_eq!(run.ids("events"), event_ids(EVENTS, SERIES));
     assert_eq!(run.ids("series"), series_ids(SERIES));
     assert_eq!(run.summary["status"], "complete");
+    // Every session that got as far as registering itself is listed; a kill during
+    // a resumed session's start-up can land before it registers.
     let sessions = run.summary["sessions"].as_array().expect("sessions");
-    assert_eq!(sessions.len(), kills + 1);
+    let last = sessions.len() - 1;
     assert!(
-        sessions[..kills].iter().all(|s| s["ended"] == "killed"),
+        sessions.len() >= 2 && sessions.len() <= kills + 1,
         "{sessions:?}"
     );
-    assert_eq!(sessions[kills]["ended"], "complete");
+    assert!(
+        sessions[..last].iter().all(|s| s["ended"] == "killed"),
+        "{sessions:?}"
+    );
+    assert_eq!(sessions[last]["ended"], "complete");
     // Duplicates from overlapping pages are counted exactly as in the clean run.
     let clean_run = RunOutput::read(&run_dir_of(&clean));
     for name in ["events", "markets"] {
