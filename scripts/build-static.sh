@@ -20,7 +20,16 @@ if ! command -v musl-gcc >/dev/null 2>&1; then
 fi
 
 export CC_x86_64_unknown_linux_musl=musl-gcc
-cargo build --locked --profile dist --target "$target" --bin kalshi-ingest
+# Reproducible: no host paths in the binary (the source folder and CARGO_HOME are
+# remapped; the dist profile strips symbols and debug info). RUSTFLAGS replaces the
+# target rustflags of .cargo/config.toml, so +crt-static is repeated here.
+src_dir=$(pwd)
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+export RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$src_dir=/build --remap-path-prefix=$cargo_home=/cargo"
+export CFLAGS_x86_64_unknown_linux_musl="-ffile-prefix-map=$src_dir=/build -ffile-prefix-map=$cargo_home=/cargo"
+offline=()
+if [ "${CARGO_NET_OFFLINE:-}" = true ]; then offline=(--offline); fi
+cargo build --locked "${offline[@]}" --profile dist --target "$target" --bin kalshi-ingest
 
 bin="target/$target/dist/kalshi-ingest"
 # Static means: no program interpreter and no shared-library dependencies.

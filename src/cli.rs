@@ -90,7 +90,8 @@ RETRY (DURATION: 500ms, 60s, 2m, 1h):
     -v, --verbose         More log detail on stderr: -v info, -vv debug, -vvv trace
     -q, --quiet           Only errors on stderr
     -h, --help            Print this help
-    -V, --version         Print the version
+    -V, --version         Print the version; with --verbose also the git commit,
+                          target triple and TLS backend
 
 ENVIRONMENT:
     KALSHI_BASE_URL       Base URL when --base-url is not given
@@ -155,7 +156,10 @@ pub(crate) struct Args {
 #[derive(Debug)]
 pub(crate) enum Command {
     Help,
-    Version,
+    /// `--version`; with `--verbose` also the commit, target and TLS backend.
+    Version {
+        verbose: bool,
+    },
     Run(Box<RunConfig>),
     Verify(PathBuf),
 }
@@ -197,7 +201,11 @@ pub(crate) fn parse_args(raw: Vec<OsString>) -> Result<Args, Error> {
         version: p.contains(["-V", "--version"]),
         ..Args::default()
     };
-    if args.help || args.version {
+    if args.help {
+        return Ok(args);
+    }
+    if args.version {
+        args.verbose = u8::from(p.contains(["-v", "--verbose"]));
         return Ok(args);
     }
     let bad = |e: pico_args::Error| Error::Usage(describe_pico_error(e));
@@ -278,7 +286,9 @@ impl Command {
             return Ok(Command::Help);
         }
         if args.version {
-            return Ok(Command::Version);
+            return Ok(Command::Version {
+                verbose: args.verbose > 0,
+            });
         }
         match args.command.as_deref() {
             None | Some("run") => {
@@ -713,7 +723,14 @@ mod tests {
     #[test]
     fn help_and_version_win() {
         assert!(matches!(parse(&["--bogus", "-h"]), Ok(Command::Help)));
-        assert!(matches!(parse(&["-V"]), Ok(Command::Version)));
+        assert!(matches!(
+            parse(&["-V"]),
+            Ok(Command::Version { verbose: false })
+        ));
+        assert!(matches!(
+            parse(&["--version", "--verbose"]),
+            Ok(Command::Version { verbose: true })
+        ));
     }
 
     /// Every long flag in HELP parses, and every flag the parser knows is in HELP.

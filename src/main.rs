@@ -43,7 +43,16 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Help => print_stdout(cli::HELP),
-        Command::Version => print_stdout(&format!("kalshi-ingest {}\n", env!("CARGO_PKG_VERSION"))),
+        Command::Version { verbose: false } => {
+            print_stdout(&format!("kalshi-ingest {}\n", env!("CARGO_PKG_VERSION")))
+        }
+        Command::Version { verbose: true } => print_stdout(&format!(
+            "kalshi-ingest {}\ncommit: {}\ntarget: {}\ntls: rustls with ring, Mozilla roots \
+             compiled in (webpki-roots); certificate verification always on\n",
+            env!("CARGO_PKG_VERSION"),
+            env!("KALSHI_INGEST_COMMIT"),
+            env!("KALSHI_INGEST_TARGET"),
+        )),
         Command::Verify(dir) => verify_command(&dir),
         Command::Run(config) => {
             logger::init(config.verbosity);
