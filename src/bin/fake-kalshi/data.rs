@@ -75,6 +75,8 @@ pub struct DataSet {
     pub events: u64,
     pub series: u64,
     pub hostile_ids: bool,
+    /// Markets 0, 1, 2 get no ticker, a numeric ticker and a null ticker.
+    pub odd_ids: bool,
 }
 
 fn json_str(s: &str) -> String {
@@ -113,7 +115,12 @@ impl DataSet {
             out.push((b'0' + (n % 10) as u8) as char);
         };
         out.push_str(r#"{"ticker":"#);
-        if self.hostile_ids && (i as usize) < HOSTILE_IDS.len() {
+        if self.odd_ids && i < 3 {
+            // Replace the ticker member: none, a number, null.
+            out.truncate(out.len() - r#""ticker":"#.len());
+            out.push_str(["", r#""ticker":12345,"#, r#""ticker":null,"#][i as usize]);
+            out.push_str(r#""id_note":"odd""#);
+        } else if self.hostile_ids && (i as usize) < HOSTILE_IDS.len() {
             out.push_str(&json_str(HOSTILE_IDS[i as usize]));
         } else {
             out.push('"');

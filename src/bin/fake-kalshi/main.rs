@@ -32,6 +32,7 @@ DATA:
     --series N            Series served by /series (one response) [default: 140]
     --hostile-ids         The first markets get ids like ../x, a/b, control
                           characters, non-ASCII and an empty id
+    --odd-ids             Markets 0-2 have no ticker, a numeric one, a null one
 
 PAGING QUIRKS:
     --overlap K           Each page after the first repeats the previous page's last
@@ -85,6 +86,7 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, String> {
             events: 500,
             series: 140,
             hostile_ids: false,
+            odd_ids: false,
         },
         overlap: 0,
         cursor_loop_at: None,
@@ -113,6 +115,7 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, String> {
             "--events" => o.data.events = num(&flag, value(&flag)?)?,
             "--series" => o.data.series = num(&flag, value(&flag)?)?,
             "--hostile-ids" => o.data.hostile_ids = true,
+            "--odd-ids" => o.data.odd_ids = true,
             "--overlap" => o.overlap = num(&flag, value(&flag)?)?,
             "--cursor-loop-at" => o.cursor_loop_at = Some(num(&flag, value(&flag)?)?),
             "--fault-rate" => o.fault_rate = num(&flag, value(&flag)?)?,
