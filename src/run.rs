@@ -85,47 +85,31 @@ struct Setup {
 
 fn set_up(config: &RunConfig) -> Result<Setup, Error> {
     match &config.resume {
-        None if config.format == Format::Stdout => Ok(Setup {
-            run_dir: None,
-            manifest: Manifest {
-                schema_version: checkpoint::STATE_SCHEMA_VERSION,
-                tool_version: env!("CARGO_PKG_VERSION").to_string(),
-                session_id: timestamp::compact(timestamp::now()),
-                base_url: config.base_url.clone(),
-                endpoints: config
-                    .endpoints
-                    .iter()
-                    .map(|e| e.name.to_string())
-                    .collect(),
-                format: Format::Stdout,
-                filters: config.filters.clone(),
-                sessions: Vec::new(),
-            },
-            endpoints: config.endpoints.clone(),
-            base_url: config.base_url.clone(),
-            format: Format::Stdout,
-            filters: config.filters.clone(),
-        }),
         None => {
-            store::prepare_out_dir(&config.out)?;
-            let (run_dir, started) = store::create_run_dir(&config.out)?;
-            let manifest = Manifest {
-                schema_version: checkpoint::STATE_SCHEMA_VERSION,
-                tool_version: env!("CARGO_PKG_VERSION").to_string(),
-                session_id: timestamp::compact(started),
-                base_url: config.base_url.clone(),
-                endpoints: config
-                    .endpoints
-                    .iter()
-                    .map(|e| e.name.to_string())
-                    .collect(),
-                format: config.format,
-                filters: config.filters.clone(),
-                sessions: Vec::new(),
+            // With --stdout there is no run folder; otherwise a new one, never reused.
+            let (run_dir, started) = if config.format == Format::Stdout {
+                (None, timestamp::now())
+            } else {
+                store::prepare_out_dir(&config.out)?;
+                let (dir, started) = store::create_run_dir(&config.out)?;
+                (Some(dir), started)
             };
             Ok(Setup {
-                run_dir: Some(run_dir),
-                manifest,
+                run_dir,
+                manifest: Manifest {
+                    schema_version: checkpoint::STATE_SCHEMA_VERSION,
+                    tool_version: env!("CARGO_PKG_VERSION").to_string(),
+                    session_id: timestamp::compact(started),
+                    base_url: config.base_url.clone(),
+                    endpoints: config
+                        .endpoints
+                        .iter()
+                        .map(|e| e.name.to_string())
+                        .collect(),
+                    format: config.format,
+                    filters: config.filters.clone(),
+                    sessions: Vec::new(),
+                },
                 endpoints: config.endpoints.clone(),
                 base_url: config.base_url.clone(),
                 format: config.format,
