@@ -88,3 +88,109 @@ fn a_body_over_the_cap_is_a_clear_permanent_error() {
     // The run goes on with the next endpoint.
     assert_eq!(run.endpoint("markets")["status"], "complete");
 }
+
+/// Mounts a tmpfs of `size` at `dir` (needs root, as CI runs); `None` elsewhere.
+fn mount_tmpfs(dir: &std::path::Path, options: &str) -> Option<()> {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: this test needs a tmpfs mount and checks nothing here");
+        return None;
+    }
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+        .arg(dir)
+        .status()
+        .expect("run mount");
+    assert!(
+        status.success(),
+        "mount -t tmpfs failed although running as root"
+    );
+    Some(())
+}
+
+fn unmount(dir: &std::path::Path) {
+    let _ = std::process::Command::new("umount").arg(dir).status();
+}
+
+#[test]
+fn a_full_disk_stops_with_a_clear_error_and_resume_completes() {
+    let dir = Dir::new("disk-full");
+    let small = dir.path.join("small");
+    if mount_tmpfs(&small, "size=3m").is_none() {
+        return;
+    }
+    let fake = FakeApi::start(
+        &dir.path,
+        &["--markets", "6000", "--events", "2", "--series", "1"],
+    );
+    let out = ingest(&[
+        "--base-url",
+        &fake.url,
+        "--out",
+        small.to_str().expect("utf-8"),
+        "--endpoints",
+        "markets",
+        "--rate=0",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let run_dir = std::fs::read_dir(&small)
+        .expect("read")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir());
+    // Make room, then finish the run.
+    let grown = std::process::Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&small)
+        .status()
+        .expect("remount");
+    let resumed = run_dir
+        .as_ref()
+        .map(|d| ingest(&["run", "--resume", d.to_str().expect("utf-8"), "--rate=0"]));
+    let ids = run_dir.as_ref().map(|d| RunOutput::read(d).ids("markets"));
+    let verify = run_dir.as_ref().map(|d| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kalshi-ingest"))
+            .arg("verify")
+            .arg(d)
+            .output()
+            .expect("verify")
+    });
+    unmount(&small);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(stderr.contains("no space left on device"), "{stderr}");
+    assert!(
+        stderr.contains(small.to_str().expect("utf-8")),
+        "the error names the path: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(grown.success());
+    let resumed = resumed.expect("the run folder exists");
+    assert_eq!(resumed.status.code(), Some(0), "{}", show(&resumed));
+    assert_eq!(ids.expect("ids"), crate::fake::market_ids(6000, 2, 1));
+    let verify = verify.expect("verify ran");
+    assert_eq!(verify.status.code(), Some(0), "{}", show(&verify));
+}
+
+#[test]
+fn a_read_only_output_folder_is_a_one_line_error() {
+    let dir = Dir::new("read-only");
+    let ro = dir.path.join("ro");
+    if mount_tmpfs(&ro, "ro,size=1m").is_none() {
+        return;
+    }
+    let out = ingest(&[
+        "--base-url",
+        "http://127.0.0.1:9/v2",
+        "--out",
+        ro.to_str().expect("utf-8"),
+    ]);
+    unmount(&ro);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("read-only file system") && stderr.contains("--out"),
+        "{stderr}"
+    );
+}
