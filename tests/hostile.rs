@@ -2,7 +2,7 @@
 //! outcome with intact output.
 
 use crate::fake::FakeApi;
-use crate::util::{Dir, RunOutput, ingest, run_dir_of, show};
+use crate::util::{Dir, RunOutput, ingest, run_dir_of, show, verify};
 
 #[test]
 fn records_without_a_usable_id_are_kept_and_counted() {
@@ -47,12 +47,8 @@ fn records_without_a_usable_id_are_kept_and_counted() {
     assert_eq!(run.endpoint("markets")["records_without_id"], 2);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no usable \"ticker\" field"), "{stderr}");
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_kalshi-ingest"))
-        .arg("verify")
-        .arg(run_dir_of(&out))
-        .output()
-        .expect("verify");
-    assert_eq!(verify.status.code(), Some(0), "{}", show(&verify));
+    let report = verify(&run_dir_of(&out));
+    assert_eq!(report.status.code(), Some(0), "{}", show(&report));
 }
 
 #[test]
@@ -149,13 +145,7 @@ fn a_full_disk_stops_with_a_clear_error_and_resume_completes() {
         .as_ref()
         .map(|d| ingest(&["run", "--resume", d.to_str().expect("utf-8"), "--rate=0"]));
     let ids = run_dir.as_ref().map(|d| RunOutput::read(d).ids("markets"));
-    let verify = run_dir.as_ref().map(|d| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_kalshi-ingest"))
-            .arg("verify")
-            .arg(d)
-            .output()
-            .expect("verify")
-    });
+    let verified = run_dir.as_ref().map(|d| verify(d));
     unmount(&small);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(stderr.contains("no space left on device"), "{stderr}");
@@ -168,8 +158,8 @@ fn a_full_disk_stops_with_a_clear_error_and_resume_completes() {
     let resumed = resumed.expect("the run folder exists");
     assert_eq!(resumed.status.code(), Some(0), "{}", show(&resumed));
     assert_eq!(ids.expect("ids"), crate::fake::market_ids(6000, 2, 1));
-    let verify = verify.expect("verify ran");
-    assert_eq!(verify.status.code(), Some(0), "{}", show(&verify));
+    let report = verified.expect("verify ran");
+    assert_eq!(report.status.code(), Some(0), "{}", show(&report));
 }
 
 #[test]

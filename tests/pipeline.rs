@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::fake::{FakeApi, event_ids, market_ids, series_ids};
-use crate::util::{Dir, RunOutput, ingest, run_dir_of, show, walk};
+use crate::util::{Dir, RunOutput, ingest, run_dir_of, show, verify, walk};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_kalshi-ingest")
@@ -109,12 +109,8 @@ fn jsonl_batches_hold_the_same_envelopes_and_verify() {
     let summary = RunOutput::read(&run_dir).summary;
     assert_eq!(summary["format"], "jsonl");
     assert_eq!(summary["totals"]["records_saved"], 2500 + 300 + 7);
-    let verify = Command::new(bin())
-        .arg("verify")
-        .arg(&run_dir)
-        .output()
-        .expect("verify");
-    assert_eq!(verify.status.code(), Some(0), "{}", show(&verify));
+    let report = verify(&run_dir);
+    assert_eq!(report.status.code(), Some(0), "{}", show(&report));
     // A damaged line is named with its line number.
     let batch = run_dir.join("markets/batch_0001.jsonl");
     let text = std::fs::read_to_string(&batch).expect("read");
@@ -127,13 +123,9 @@ fn jsonl_batches_hold_the_same_envelopes_and_verify() {
         ),
     )
     .expect("write");
-    let verify = Command::new(bin())
-        .arg("verify")
-        .arg(&run_dir)
-        .output()
-        .expect("verify");
-    assert_eq!(verify.status.code(), Some(1));
-    let stdout = String::from_utf8_lossy(&verify.stdout);
+    let report = verify(&run_dir);
+    assert_eq!(report.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&report.stdout);
     assert!(
         stdout.contains(&format!("{}:1: record_hash", batch.display())),
         "{stdout}"
@@ -399,12 +391,8 @@ fn max_records_samples_each_endpoint_and_says_so() {
         requests.iter().filter(|r| r.contains("/markets")).count(),
         1
     );
-    let verify = Command::new(bin())
-        .arg("verify")
-        .arg(run_dir_of(&out))
-        .output()
-        .expect("verify");
-    assert_eq!(verify.status.code(), Some(0), "{}", show(&verify));
+    let report = verify(&run_dir_of(&out));
+    assert_eq!(report.status.code(), Some(0), "{}", show(&report));
 }
 
 #[test]

@@ -2,11 +2,11 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::fake::{FakeApi, event_ids, market_ids, series_ids};
-use crate::util::{Dir, RunOutput, ingest, run_dir_of, show};
+use crate::util::{Dir, RunOutput, ingest, run_dir_of, show, verify};
 
 const MARKETS: u64 = 5200;
 const EVENTS: u64 = 1300;
@@ -56,15 +56,6 @@ fn record_set(run_dir: &Path) -> BTreeSet<(String, String, String, u64)> {
             })
         })
         .collect()
-}
-
-fn verify(run_dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kalshi-ingest"))
-        .env_clear()
-        .arg("verify")
-        .arg(run_dir)
-        .output()
-        .expect("run verify")
 }
 
 fn requests(fake: &FakeApi) -> usize {

@@ -50,6 +50,16 @@ pub fn ingest_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run kalshi-ingest")
 }
 
+/// Runs `kalshi-ingest verify DIR`.
+pub fn verify(run_dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kalshi-ingest"))
+        .env_clear()
+        .arg("verify")
+        .arg(run_dir)
+        .output()
+        .expect("run kalshi-ingest verify")
+}
+
 /// Describes a finished command for assertion messages.
 pub fn show(out: &Output) -> String {
     format!(
