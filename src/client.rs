@@ -295,6 +295,16 @@ fn classify_io_error(err: &std::io::Error) -> Failure {
     if let Some(inner) = err.get_ref().and_then(|e| e.downcast_ref::<ureq::Error>()) {
         return classify_ureq_error(inner);
     }
+    // A name that does not resolve reaches us from the system resolver as an
+    // uncategorized io::Error ("failed to lookup address information: Name or
+    // service not known"); without this it would count as a reset and send a run
+    // with a mistyped host (or no network) into the 55-minute recovery ladder.
+    if err
+        .to_string()
+        .contains("failed to lookup address information")
+    {
+        return Failure::new(FailureClass::Dns, err.to_string());
+    }
     let class = match err.kind() {
         K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => {
             FailureClass::Connect
@@ -347,6 +357,18 @@ mod tests {
         let redirect = classify_status(302, b"", Some("http://elsewhere/"));
         assert!(!redirect.class.is_transient());
         assert!(redirect.reason.contains("http://elsewhere/"));
+    }
+
+    #[test]
+    fn resolver_failures_are_dns_failures() {
+        let err = std::io::Error::other(
+            "failed to lookup address information: Name or service not known",
+        );
+        assert_eq!(classify_io_error(&err).class, FailureClass::Dns);
+        let wrapped = std::io::Error::other(ureq::Error::Io(err));
+        assert_eq!(classify_io_error(&wrapped).class, FailureClass::Dns);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(classify_io_error(&refused).class, FailureClass::Connect);
     }
 
     #[test]
