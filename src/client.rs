@@ -163,11 +163,11 @@ impl Client {
         url
     }
 
-    /// One GET attempt. `Ok` only for HTTP 200 with a body within the cap.
-    pub(crate) fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Fetched, Failure> {
+    /// One GET attempt of `url` (from [`Client::url_for`]). `Ok` only for HTTP 200 with
+    /// a body within the cap.
+    pub(crate) fn get(&self, url: &str) -> Result<Fetched, Failure> {
         let started = Instant::now();
-        let url = self.url_for(path, query);
-        let mut response = self.agent.get(&url).call().map_err(|e| {
+        let mut response = self.agent.get(url).call().map_err(|e| {
             // No headers yet: a connection closed early is a reset, not a cut body.
             let mut failure = classify_ureq_error(&e);
             if failure.class == FailureClass::Truncated {

@@ -97,11 +97,10 @@ impl Fetcher<'_> {
         &mut self,
         spec: &EndpointSpec,
         page_number: u64,
-        query: &[(&str, String)],
+        url: &str,
         summary: &mut EndpointSummary,
     ) -> Result<PageData, PageError> {
-        let url = self.client.url_for(spec.path, query);
-        let policy = self.policy.clone();
+        let policy = self.policy;
         let mut retry = Retry::new(&policy, !self.contacted, self.clock.now(), self.requests);
         let mut episode: Option<(String, Duration, u32)> = None;
         loop {
@@ -115,7 +114,7 @@ impl Fetcher<'_> {
             }
             self.requests += 1;
             summary.requests += 1;
-            let result = self.client.get(spec.path, query).and_then(|fetched| {
+            let result = self.client.get(url).and_then(|fetched| {
                 debug!(
                     "GET {url} -> 200, {} bytes, {} ms",
                     fetched.body.len(),

@@ -32,7 +32,7 @@ pub(crate) fn parse_page<'a>(body: &'a [u8], array_key: &str) -> Result<Page<'a>
 
 /// A one-line explanation of why a body is not the JSON we expect, naming what it looks
 /// like when it is obviously something else (an HTML error page, an empty body).
-pub(crate) fn describe_json_error(err: &serde_json::Error, body: &[u8]) -> String {
+fn describe_json_error(err: &serde_json::Error, body: &[u8]) -> String {
     let start = body
         .iter()
         .position(|b| !b.is_ascii_whitespace())

@@ -32,7 +32,7 @@ use std::time::Duration;
 use crate::client::FailureClass;
 
 /// Every number of the policy; the defaults are the documented ones.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct RetryPolicy {
     /// Tries per request in normal mode.
     pub(crate) tries: u32,
@@ -125,8 +125,8 @@ enum Phase {
 
 /// The retry state of one request.
 #[derive(Debug)]
-pub(crate) struct Retry<'p> {
-    policy: &'p RetryPolicy,
+pub(crate) struct Retry {
+    policy: RetryPolicy,
     phase: Phase,
     rate_limited_in_a_row: u32,
     /// True until the run has had any successful response.
@@ -136,18 +136,18 @@ pub(crate) struct Retry<'p> {
     rng: u64,
 }
 
-impl<'p> Retry<'p> {
+impl Retry {
     /// A fresh state for one request whose first attempt starts at `started`.
     /// `first_contact` is true while the run has not yet had a successful response;
     /// `seed` feeds the jitter.
     pub(crate) fn new(
-        policy: &'p RetryPolicy,
+        policy: &RetryPolicy,
         first_contact: bool,
         started: Duration,
         seed: u64,
     ) -> Self {
         Retry {
-            policy,
+            policy: *policy,
             phase: Phase::Normal { failures: 0 },
             rate_limited_in_a_row: 0,
             first_contact,

@@ -214,7 +214,7 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
             timeout: config.timeout,
             max_body_bytes: config.max_body_bytes,
         }),
-        policy: config.retry.clone(),
+        policy: config.retry,
         clock: &clock,
         limiter: RateLimiter::new(config.rate),
         contacted: false,
@@ -495,7 +495,7 @@ fn ingest_endpoint(
             query.push(("cursor", c.clone()));
         }
         let url = fetcher.client.url_for(spec.path, &query);
-        let page = match fetcher.fetch_page(spec, page_number, &query, summary) {
+        let page = match fetcher.fetch_page(spec, page_number, &url, summary) {
             Ok(page) => page,
             Err(PageError::Interrupted) => {
                 end = EndpointEnd::Interrupted;
