@@ -2,7 +2,7 @@
 //! outcome with intact output.
 
 use crate::fake::FakeApi;
-use crate::util::{Dir, RunOutput, ingest, run_dir_of, show, verify};
+use crate::util::{Dir, RunOutput, ingest, ingest_into, run_dir_of, show, verify};
 
 #[test]
 fn records_without_a_usable_id_are_kept_and_counted() {
@@ -19,15 +19,7 @@ fn records_without_a_usable_id_are_kept_and_counted() {
             "--odd-ids",
         ],
     );
-    let out_dir = dir.path.join("out");
-    let out = ingest(&[
-        "--base-url",
-        &fake.url,
-        "--out",
-        out_dir.to_str().expect("utf-8"),
-        "--endpoints",
-        "markets",
-    ]);
+    let out = ingest_into(&fake.url, &dir, &["--endpoints", "markets"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let run = RunOutput::read(&run_dir_of(&out));
     let files = &run.records["markets"];
@@ -59,17 +51,11 @@ fn a_body_over_the_cap_is_a_clear_permanent_error() {
         &dir.path,
         &["--series", "14000", "--markets", "5", "--events", "2"],
     );
-    let out_dir = dir.path.join("out");
-    let out = ingest(&[
-        "--base-url",
+    let out = ingest_into(
         &fake.url,
-        "--out",
-        out_dir.to_str().expect("utf-8"),
-        "--endpoints",
-        "series,markets",
-        "--max-body-mb",
-        "1",
-    ]);
+        &dir,
+        &["--endpoints", "series,markets", "--max-body-mb", "1"],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let run = RunOutput::read(&run_dir_of(&out));
     let series = run.endpoint("series");

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::process::Command;
 
 use crate::fake::{FakeApi, event_ids, market_ids, series_ids};
-use crate::util::{Dir, RunOutput, ingest, run_dir_of, show, walk};
+use crate::util::{Dir, RunOutput, ingest, ingest_into, run_dir_of, show, walk};
 
 fn as_u64(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
@@ -13,13 +13,7 @@ fn as_u64(v: &serde_json::Value) -> u64 {
 /// Runs the default job against a fake and returns its output.
 fn run_default(dir: &Dir, fake_args: &[&str]) -> (FakeApi, std::process::Output) {
     let fake = FakeApi::start(&dir.path, fake_args);
-    let out_dir = dir.path.join("out");
-    let out = ingest(&[
-        "--base-url",
-        &fake.url,
-        "--out",
-        out_dir.to_str().expect("utf-8 path"),
-    ]);
+    let out = ingest_into(&fake.url, dir, &[]);
     (fake, out)
 }
 
@@ -301,15 +295,7 @@ fn repeated_cursor_stops_the_endpoint_instead_of_looping() {
             "3",
         ],
     );
-    let out_dir = dir.path.join("out");
-    let out = ingest(&[
-        "--base-url",
-        &fake.url,
-        "--out",
-        out_dir.to_str().expect("utf-8"),
-        "--endpoints",
-        "markets,series",
-    ]);
+    let out = ingest_into(&fake.url, &dir, &["--endpoints", "markets,series"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("a second time"), "{stderr}");
@@ -402,15 +388,7 @@ fn hostile_ids_never_escape_their_batch_folder() {
 fn nineteen_megabyte_series_response_is_ingested() {
     let dir = Dir::new("big-series");
     let fake = FakeApi::start(&dir.path, &["--series", "14000"]);
-    let out_dir = dir.path.join("out");
-    let out = ingest(&[
-        "--base-url",
-        &fake.url,
-        "--out",
-        out_dir.to_str().expect("utf-8"),
-        "--endpoints",
-        "series",
-    ]);
+    let out = ingest_into(&fake.url, &dir, &["--endpoints", "series"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let run = RunOutput::read(&run_dir_of(&out));
     let series = run.endpoint("series");

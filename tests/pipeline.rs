@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::fake::{FakeApi, event_ids, market_ids, series_ids};
-use crate::util::{Dir, RunOutput, ingest, run_dir_of, show, verify, walk};
+use crate::util::{Dir, RunOutput, ingest, ingest_into, run_dir_of, show, verify, walk};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_kalshi-ingest")
@@ -216,18 +216,13 @@ fn progress_is_periodic_off_a_terminal_and_silenced_by_quiet() {
         &dir.path,
         &["--markets", "3000", "--events", "10", "--series", "2"],
     );
-    let out_dir = dir.path.join("out");
     let args = [
-        "--base-url",
-        &fake.url,
-        "--out",
-        out_dir.to_str().expect("utf-8"),
         "--endpoints",
         "markets",
         "--rate=0",
         "--progress-interval=1ms",
     ];
-    let out = ingest(&args);
+    let out = ingest_into(&fake.url, &dir, &args);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -236,7 +231,7 @@ fn progress_is_periodic_off_a_terminal_and_silenced_by_quiet() {
     );
     let mut quiet_args = args.to_vec();
     quiet_args.push("-q");
-    let quiet = ingest(&quiet_args);
+    let quiet = ingest_into(&fake.url, &dir, &quiet_args);
     assert_eq!(quiet.status.code(), Some(0));
     assert!(quiet.stderr.is_empty(), "{}", show(&quiet));
 }
@@ -274,16 +269,9 @@ fn filtered_run(name: &str, extra: &[&str]) -> (RunOutput, Vec<String>, std::pro
         &dir.path,
         &["--markets", "2600", "--events", "60", "--series", "7"],
     );
-    let out_dir = dir.path.join("out");
-    let mut args = vec![
-        "--base-url",
-        fake.url.as_str(),
-        "--out",
-        out_dir.to_str().expect("utf-8"),
-        "--rate=0",
-    ];
+    let mut args = vec!["--rate=0"];
     args.extend_from_slice(extra);
-    let out = ingest(&args);
+    let out = ingest_into(&fake.url, &dir, &args);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     (
         RunOutput::read(&run_dir_of(&out)),
@@ -405,14 +393,7 @@ fn filter_combinations_the_api_rejects_are_refused_before_any_request() {
         &["--status", "active"][..],
         &["--endpoints", "events", "--status", "paused"][..],
     ] {
-        let mut args = vec![
-            "--base-url",
-            fake.url.as_str(),
-            "--out",
-            out_dir.to_str().expect("utf-8"),
-        ];
-        args.extend_from_slice(extra);
-        let out = ingest(&args);
+        let out = ingest_into(&fake.url, &dir, extra);
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", show(&out));
         assert_eq!(
             String::from_utf8_lossy(&out.stderr).lines().count(),

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crate::fake::{FakeApi, event_ids, market_ids, series_ids};
-use crate::util::{Dir, RunOutput, ingest, run_dir_of, show};
+use crate::util::{Dir, RunOutput, ingest_into, run_dir_of, show};
 
 /// Millisecond versions of every timing; recovery ladder = 20·(1+...+10) = 1.1 s.
 const FAST: &[&str] = &[
@@ -18,16 +18,9 @@ const FAST: &[&str] = &[
 ];
 
 fn ingest_fast(fake: &FakeApi, dir: &Dir, extra: &[&str]) -> std::process::Output {
-    let out_dir = dir.path.join("out");
-    let mut args = vec![
-        "--base-url",
-        &fake.url,
-        "--out",
-        out_dir.to_str().expect("utf-8"),
-    ];
-    args.extend_from_slice(FAST);
+    let mut args = FAST.to_vec();
     args.extend_from_slice(extra);
-    ingest(&args)
+    ingest_into(&fake.url, dir, &args)
 }
 
 fn count(v: &serde_json::Value) -> u64 {
@@ -252,16 +245,12 @@ fn a_permanent_outage_runs_the_ladder_and_keeps_what_was_saved() {
 fn an_unreachable_host_fails_fast_with_its_name() {
     let dir = Dir::new("unreachable");
     // Port 1 on loopback refuses connections.
-    let out_dir = dir.path.join("out");
     let started = Instant::now();
-    let out = ingest(&[
-        "--base-url",
+    let out = ingest_into(
         "http://127.0.0.1:1/trade-api/v2",
-        "--out",
-        out_dir.to_str().expect("utf-8"),
-        "--backoff-base=10ms",
-        "--backoff-cap=40ms",
-    ]);
+        &dir,
+        &["--backoff-base=10ms", "--backoff-cap=40ms"],
+    );
     assert!(
         started.elapsed().as_secs() < 20,
         "took {:?}",
@@ -333,15 +322,8 @@ fn a_permanent_client_error_fails_one_endpoint_and_the_run_goes_on() {
         &["--markets", "10", "--events", "5", "--series", "2"],
     );
     // The fake answers 404 for unknown paths; point one endpoint's base at one.
-    let out_dir = dir.path.join("out");
     let base = format!("{}/nope", fake.url);
-    let out = ingest(&[
-        "--base-url",
-        &base,
-        "--out",
-        out_dir.to_str().expect("utf-8"),
-        "--rate=0",
-    ]);
+    let out = ingest_into(&base, &dir, &["--rate=0"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let run = RunOutput::read(&run_dir_of(&out));
     for name in ["series", "events", "markets"] {

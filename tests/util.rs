@@ -41,6 +41,20 @@ pub fn ingest(args: &[&str]) -> Output {
     ingest_with_env(args, &[])
 }
 
+/// Runs kalshi-ingest against `url` with the run folder created in `<dir>/out`,
+/// followed by `extra` flags.
+pub fn ingest_into(url: &str, dir: &Dir, extra: &[&str]) -> Output {
+    let out_dir = dir.path.join("out");
+    let mut args = vec![
+        "--base-url",
+        url,
+        "--out",
+        out_dir.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    ingest(&args)
+}
+
 pub fn ingest_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kalshi-ingest"));
     cmd.env_clear().args(args);
