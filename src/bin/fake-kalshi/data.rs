@@ -77,6 +77,21 @@ pub struct DataSet {
     pub hostile_ids: bool,
     /// Markets 0, 1, 2 get no ticker, a numeric ticker and a null ticker.
     pub odd_ids: bool,
+    /// Markets served only by `/historical/markets`.
+    pub historical: u64,
+    /// Trades served by `/markets/trades` (and as many by `/historical/trades`).
+    pub trades: u64,
+    /// Every K-th id (index % K == K - 1) answers 404 on the detail endpoints and is
+    /// left out of batch order books.
+    pub missing_details: Option<u64>,
+}
+
+impl DataSet {
+    /// Whether the detail endpoints pretend not to know record `index`.
+    pub fn detail_missing(&self, index: u64) -> bool {
+        self.missing_details
+            .is_some_and(|k| k > 0 && index % k == k - 1)
+    }
 }
 
 fn json_str(s: &str) -> String {
@@ -226,6 +241,129 @@ impl DataSet {
             ),
             t = self.series_ticker(j),
             j = j,
+        );
+    }
+}
+
+impl DataSet {
+    /// Market `i`'s ticker as served (`None` for the odd ids, which have no string
+    /// ticker).
+    pub fn market_ticker(&self, i: u64) -> Option<String> {
+        if self.odd_ids && i < 3 {
+            return None;
+        }
+        if self.hostile_ids && (i as usize) < HOSTILE_IDS.len() {
+            return Some(HOSTILE_IDS[i as usize].to_string());
+        }
+        let mut t = self.event_ticker(self.event_of_market(i));
+        t.push_str("-M");
+        push_padded(&mut t, i, 7);
+        Some(t)
+    }
+
+    /// The index of the market whose ticker is `ticker`.
+    pub fn market_index(&self, ticker: &str) -> Option<u64> {
+        if self.hostile_ids
+            && let Some(i) = HOSTILE_IDS.iter().position(|h| *h == ticker)
+        {
+            return Some(i as u64);
+        }
+        let i: u64 = ticker.rsplit_once("-M")?.1.parse().ok()?;
+        (i < self.markets && self.market_ticker(i).as_deref() == Some(ticker)).then_some(i)
+    }
+
+    /// The index of the event whose ticker is `ticker`.
+    pub fn event_index(&self, ticker: &str) -> Option<u64> {
+        let k: u64 = ticker.rsplit_once("-E")?.1.parse().ok()?;
+        (k < self.events && self.event_ticker(k) == ticker).then_some(k)
+    }
+
+    /// The index of the series whose ticker is `ticker`.
+    pub fn series_index(&self, ticker: &str) -> Option<u64> {
+        let j: u64 = ticker.strip_prefix("KXS")?.parse().ok()?;
+        (j < self.series && self.series_ticker(j) == ticker).then_some(j)
+    }
+
+    /// Market `i`'s order book in the 2026 shape (`orderbook_fp`): bids only,
+    /// ascending price; some books have an empty side as `[]` or `null`.
+    pub fn orderbook(&self, i: u64, out: &mut String) {
+        let side = |out: &mut String, seed: u64| {
+            if seed.is_multiple_of(7) {
+                out.push_str("[]");
+                return;
+            }
+            if seed.is_multiple_of(11) {
+                out.push_str("null");
+                return;
+            }
+            out.push('[');
+            let levels = seed % 4 + 1;
+            for level in 0..levels {
+                if level > 0 {
+                    out.push(',');
+                }
+                let _ = write!(
+                    out,
+                    r#"["0.{:02}00","{}.00"]"#,
+                    (seed + level * 13) % 20 + level * 20 + 1,
+                    (seed * 31 + level) % 5000
+                );
+            }
+            out.push(']');
+        };
+        out.push_str(r#"{"yes_dollars":"#);
+        side(out, i);
+        out.push_str(r#","no_dollars":"#);
+        side(out, i / 3 + 5);
+        out.push('}');
+    }
+
+    /// Historical market `h` (settled before the cutoff, served only by
+    /// `/historical/markets`).
+    pub fn historical_market(&self, h: u64, out: &mut String) {
+        let _ = write!(
+            out,
+            concat!(
+                r#"{{"ticker":"KXOLD-21JUL01-H{h:07}","event_ticker":"KXOLD-21JUL01","market_type":"binary","#,
+                r#""title":"Archived market {h}","status":"finalized","result":"{result}","#,
+                r#""created_time":"2021-06-01T12:00:00Z","updated_time":"2021-07-02T12:00:00Z","#,
+                r#""close_time":"2021-07-01T04:59:00Z","settlement_value_dollars":"{value}","#,
+                r#""volume_fp":"{volume}.00","last_price_dollars":"0.{price:02}00","floor_strike":{strike}}}"#
+            ),
+            h = h,
+            result = if h.is_multiple_of(2) { "yes" } else { "no" },
+            value = if h.is_multiple_of(2) {
+                "1.0000"
+            } else {
+                "0.0000"
+            },
+            volume = h * 7 % 100_000,
+            price = h % 98 + 1,
+            strike = STRIKES[(h % 120) as usize],
+        );
+    }
+
+    /// Trade `t` (of market `t % markets`).
+    pub fn trade(&self, t: u64, out: &mut String) {
+        let ticker = if self.markets == 0 {
+            String::new()
+        } else {
+            self.market_ticker(t % self.markets).unwrap_or_default()
+        };
+        let _ = write!(
+            out,
+            concat!(
+                r#"{{"trade_id":"tr-{t:08}","ticker":{ticker},"count_fp":"{count}.00","#,
+                r#""yes_price_dollars":"0.{p:02}00","no_price_dollars":"0.{q:02}00","#,
+                r#""taker_outcome_side":"{side}","created_time":"{time}","is_block_trade":false}}"#
+            ),
+            t = t,
+            ticker = json_str(&ticker),
+            count = t % 50 + 1,
+            p = t % 98 + 1,
+            q = 99 - (t % 98 + 1),
+            side = if t.is_multiple_of(2) { "yes" } else { "no" },
+            time = updated_time(t),
         );
     }
 }

@@ -1,8 +1,10 @@
 //! fake-kalshi: a loopback stand-in for Kalshi's public trade-api v2, for tests,
 //! benchmarks and trying kalshi-ingest offline.
 //!
-//! Serves `/series`, `/events` and `/markets` under `/trade-api/v2` with deterministic
-//! generated data in the real shapes (see `data.rs`), and can misbehave on purpose:
+//! Serves the public market-data endpoints of ../shared/kalshi-api.md under
+//! `/trade-api/v2` (lists, details, order books single and batched, the historical
+//! archive and cutoff, trades, exchange status) with deterministic generated data in
+//! the real shapes (see `data.rs`), and can misbehave on purpose:
 //! overlapping pages, a cursor that repeats, hostile ids, random faults (5xx, 429,
 //! stalls, resets, truncated and HTML bodies), outages and rate limiting.
 //!
@@ -33,6 +35,12 @@ DATA:
     --hostile-ids         The first markets get ids like ../x, a/b, control
                           characters, non-ASCII and an empty id
     --odd-ids             Markets 0-2 have no ticker, a numeric one, a null one
+    --historical N        Markets served by /historical/markets [default: 300]
+    --trades N            Trades served by /markets/trades and /historical/trades
+                          [default: 0]
+    --missing-details K   Every K-th market, event and series answers 404 on its
+                          detail endpoints and is left out of batch order books
+    --no-batch-orderbooks /markets/orderbooks answers 404 (as if not deployed)
 
 PAGING QUIRKS:
     --overlap K           Each page after the first repeats the previous page's last
@@ -87,7 +95,11 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, String> {
             series: 140,
             hostile_ids: false,
             odd_ids: false,
+            historical: 300,
+            trades: 0,
+            missing_details: None,
         },
+        batch_orderbooks: true,
         overlap: 0,
         cursor_loop_at: None,
         fault_rate: 0.0,
@@ -116,6 +128,10 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, String> {
             "--series" => o.data.series = num(&flag, value(&flag)?)?,
             "--hostile-ids" => o.data.hostile_ids = true,
             "--odd-ids" => o.data.odd_ids = true,
+            "--historical" => o.data.historical = num(&flag, value(&flag)?)?,
+            "--trades" => o.data.trades = num(&flag, value(&flag)?)?,
+            "--missing-details" => o.data.missing_details = Some(num(&flag, value(&flag)?)?),
+            "--no-batch-orderbooks" => o.batch_orderbooks = false,
             "--overlap" => o.overlap = num(&flag, value(&flag)?)?,
             "--cursor-loop-at" => o.cursor_loop_at = Some(num(&flag, value(&flag)?)?),
             "--fault-rate" => o.fault_rate = num(&flag, value(&flag)?)?,

@@ -58,6 +58,8 @@ impl FaultKind {
 pub struct Options {
     pub port: u16,
     pub data: DataSet,
+    /// Whether `/markets/orderbooks` is served (else 404).
+    pub batch_orderbooks: bool,
     pub overlap: u64,
     pub cursor_loop_at: Option<u64>,
     pub fault_rate: f64,
@@ -444,8 +446,155 @@ fn route(state: &State, target: &str) -> Reply {
                 |i, out| data.market(i, out),
             )
         }
-        _ => error_reply(404, "not_found", "unknown path"),
+        "/historical/markets" => page(
+            state,
+            query,
+            "markets",
+            data.historical,
+            1000,
+            |_| true,
+            |h, out| data.historical_market(h, out),
+        ),
+        "/markets/trades" | "/historical/trades" => page(
+            state,
+            query,
+            "trades",
+            data.trades,
+            1000,
+            |_| true,
+            |t, out| data.trade(t, out),
+        ),
+        "/historical/cutoff" => Reply::Json(
+            200,
+            concat!(
+                r#"{"market_settled_ts":"2024-08-01T00:00:00Z","#,
+                r#""trades_created_ts":"2024-08-01T00:00:00Z","#,
+                r#""orders_updated_ts":"2024-08-01T00:00:00Z"}"#
+            )
+            .to_string(),
+        ),
+        "/exchange/status" => Reply::Json(
+            200,
+            r#"{"exchange_active":true,"trading_active":true}"#.to_string(),
+        ),
+        "/markets/orderbooks" => batch_orderbooks(state, query),
+        _ => detail(state, path),
     }
+}
+
+/// Decodes `%XX` escapes (`None` for a bad escape or bytes that are not UTF-8).
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `GET /markets/orderbooks?tickers=A&tickers=B` (or `tickers=A,B`): the books of the
+/// known tickers, in the order asked; unknown ones are left out.
+fn batch_orderbooks(state: &State, query: &str) -> Reply {
+    let data = &state.options.data;
+    if !state.options.batch_orderbooks {
+        return error_reply(404, "not_found", "unknown path");
+    }
+    let mut tickers = Vec::new();
+    for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        if key != "tickers" {
+            continue;
+        }
+        let Some(value) = percent_decode(value) else {
+            return error_reply(400, "invalid_parameters", "bad escape in tickers");
+        };
+        tickers.extend(value.split(',').map(str::to_string));
+    }
+    if tickers.is_empty() || tickers.len() > 100 {
+        return error_reply(400, "invalid_parameters", "tickers: 1 to 100 required");
+    }
+    let mut body = String::from(r#"{"orderbooks":["#);
+    let mut first = true;
+    for ticker in &tickers {
+        let Some(i) = data
+            .market_index(ticker)
+            .filter(|&i| !data.detail_missing(i))
+        else {
+            continue;
+        };
+        if !first {
+            body.push(',');
+        }
+        first = false;
+        body.push_str(r#"{"ticker":"#);
+        body.push_str(&serde_json::to_string(ticker).unwrap_or_default());
+        body.push_str(r#","orderbook_fp":"#);
+        data.orderbook(i, &mut body);
+        body.push('}');
+    }
+    body.push_str("]}");
+    Reply::Json(200, body)
+}
+
+/// The per-record endpoints: `/markets/{t}`, `/markets/{t}/orderbook`,
+/// `/events/{e}`, `/series/{s}`.
+fn detail(state: &State, path: &str) -> Reply {
+    let data = &state.options.data;
+    let not_found = || error_reply(404, "not_found", "not found");
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let Some(id) = segments.get(1).and_then(|s| percent_decode(s)) else {
+        return not_found();
+    };
+    let mut body = String::with_capacity(4096);
+    match segments.as_slice() {
+        ["markets", _] | ["markets", _, "orderbook"] => {
+            let Some(i) = data.market_index(&id).filter(|&i| !data.detail_missing(i)) else {
+                return not_found();
+            };
+            if segments.len() == 3 {
+                body.push_str(r#"{"orderbook_fp":"#);
+                data.orderbook(i, &mut body);
+            } else {
+                body.push_str(r#"{"market":"#);
+                data.market(i, &mut body);
+            }
+            body.push('}');
+        }
+        ["events", _] => {
+            let Some(k) = data.event_index(&id).filter(|&k| !data.detail_missing(k)) else {
+                return not_found();
+            };
+            body.push_str(r#"{"event":"#);
+            data.event(k, &mut body);
+            body.push_str(r#","markets":["#);
+            let mut i = k;
+            while i < data.markets {
+                if i != k {
+                    body.push(',');
+                }
+                data.market(i, &mut body);
+                i += data.events.max(1);
+            }
+            body.push_str("]}");
+        }
+        ["series", _] => {
+            let Some(j) = data.series_index(&id).filter(|&j| !data.detail_missing(j)) else {
+                return not_found();
+            };
+            body.push_str(r#"{"series":"#);
+            data.series_obj(j, &mut body);
+            body.push('}');
+        }
+        _ => return not_found(),
+    }
+    Reply::Json(200, body)
 }
 
 fn cursor_for(offset: u64) -> String {
@@ -546,6 +695,13 @@ fn page(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_escapes_decode() {
+        assert_eq!(percent_decode("a%2Fb%20c").as_deref(), Some("a/b c"));
+        assert_eq!(percent_decode("%E5%B8%82").as_deref(), Some("市"));
+        assert_eq!(percent_decode("%zz"), None);
+    }
 
     #[test]
     fn cursors_round_trip() {
