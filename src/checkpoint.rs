@@ -14,6 +14,7 @@
 //! Every file here is versioned and validated on read: a truncated, hand-edited or
 //! foreign file is an error naming the file, never a panic or a silent restart.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -61,6 +62,22 @@ pub(crate) struct Manifest {
     #[serde(default)]
     pub(crate) filters: crate::plan::Filters,
     pub(crate) sessions: Vec<Session>,
+    /// `--tickers` as given, when the detail endpoints read their ids from it (its
+    /// copy is `checkpoints/tickers.ids`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tickers_from: Option<String>,
+    /// The discovery file the plan was adjusted with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) discovery_file: Option<String>,
+    /// Page sizes taken from the discovery file, by endpoint.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) page_sizes: BTreeMap<String, u32>,
+    /// Endpoints whose batch request the discovery file found missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) batch_unavailable: Vec<String>,
+    /// Default-plan endpoints the discovery file left out, with the reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) left_out: BTreeMap<String, String>,
 }
 
 /// Where an endpoint's checkpoint stands.

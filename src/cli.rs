@@ -5,7 +5,7 @@
 //! is large enough that main would no longer read at a glance.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::Error;
@@ -22,11 +22,18 @@ kalshi-ingest: download Kalshi's public market data into plain files
 USAGE:
     kalshi-ingest [run] [OPTIONS]
     kalshi-ingest run --resume DIR [OPTIONS]
+    kalshi-ingest discover [OPTIONS]
     kalshi-ingest verify DIR
 
     run      Runs each planned endpoint to completion, one at a time, and writes every
              record as one JSON file inside a new run folder
              kalshi_atomic_ingestion_YYYYMMDD_HHMMSS/ (the default command).
+    discover Probes every public market-data endpoint once (a sample id from each
+             list feeds the detail probes) and writes discovered_endpoints.json
+             (into --out, or to --discovery FILE): reachable or not, HTTP status,
+             paginated or not, array key, id field, page size, latency. `run` reads
+             it when present to leave out endpoints the server does not serve and
+             to use the batch order-book endpoint only where it exists.
     verify   Re-hashes every record of a run folder and checks the envelopes, batch
              folders, record numbering and the summary; prints each problem as
              `path: reason` on stdout.
@@ -36,8 +43,20 @@ OPTIONS:
                           ignored) [default: https://api.elections.kalshi.com/trade-api/v2]
     --out DIR             Folder in which the run folder is created; created if
                           missing [default: .]
-    --endpoints LIST      Comma-separated endpoints to fetch, in order: series, events,
-                          markets, or all [default: series,events,markets]
+    --endpoints LIST      Comma-separated endpoints to fetch. Lists: series, events,
+                          markets, historical_markets, trades, historical_trades.
+                          Details (one or 100 ids a request; their ids come from
+                          the lists of the same run, or from a file): orderbooks,
+                          market_details, event_details, series_details.
+                          `all` = every one
+                          [default: series,events,markets,historical_markets]
+    --tickers FILE        Ids for the detail endpoints, one a line (- = stdin)
+                          instead of the ids the list endpoints store; blank lines
+                          and # comments are skipped. Copied into the run folder,
+                          so a resume reads the same ids
+    --discovery FILE      The discovery file to read (run) or write (discover)
+                          [default: <out>/discovered_endpoints.json, read if it
+                          exists]
     --status STATUS       Only markets/events with this API status filter: unopened,
                           open, paused, closed or settled (events: open, closed,
                           settled)
@@ -138,6 +157,8 @@ pub(crate) struct Args {
     pub(crate) base_url: Option<String>,
     pub(crate) out: Option<PathBuf>,
     pub(crate) endpoints: Option<String>,
+    pub(crate) tickers: Option<PathBuf>,
+    pub(crate) discovery: Option<PathBuf>,
     pub(crate) timeout: Option<String>,
     pub(crate) max_body_mb: Option<String>,
     pub(crate) rate: Option<String>,
@@ -161,6 +182,8 @@ pub(crate) enum Command {
         verbose: bool,
     },
     Run(Box<RunConfig>),
+    /// `discover`: probe the endpoints and write the discovery file.
+    Discover(Box<RunConfig>),
     Verify(PathBuf),
 }
 
@@ -191,6 +214,23 @@ pub(crate) struct RunConfig {
     pub(crate) progress_interval: Duration,
     /// -1 quiet, 0 default, 1.. more verbose.
     pub(crate) verbosity: i8,
+    /// `--tickers`: ids for the detail endpoints (`-` = stdin).
+    pub(crate) tickers: Option<PathBuf>,
+    /// `--discovery`: the discovery file (read by run, written by discover). `None`:
+    /// the default location in `out`.
+    pub(crate) discovery: Option<PathBuf>,
+}
+
+/// The discovery file's name in `--out` when `--discovery` is not given.
+pub(crate) const DISCOVERY_FILE_NAME: &str = "discovered_endpoints.json";
+
+impl RunConfig {
+    /// Where the discovery file is read from or written to.
+    pub(crate) fn discovery_path(&self) -> PathBuf {
+        self.discovery
+            .clone()
+            .unwrap_or_else(|| self.out.join(DISCOVERY_FILE_NAME))
+    }
 }
 
 /// Parses the arguments (without the program name). No I/O.
@@ -214,6 +254,12 @@ pub(crate) fn parse_args(raw: Vec<OsString>) -> Result<Args, Error> {
         .opt_value_from_os_str("--out", |s| Ok::<_, String>(PathBuf::from(s)))
         .map_err(bad)?;
     args.endpoints = p.opt_value_from_str("--endpoints").map_err(bad)?;
+    args.tickers = p
+        .opt_value_from_os_str("--tickers", |s| Ok::<_, String>(PathBuf::from(s)))
+        .map_err(bad)?;
+    args.discovery = p
+        .opt_value_from_os_str("--discovery", |s| Ok::<_, String>(PathBuf::from(s)))
+        .map_err(bad)?;
     args.format = p.opt_value_from_str("--format").map_err(bad)?;
     args.stdout = p.contains("--stdout");
     args.progress_interval = p.opt_value_from_str("--progress-interval").map_err(bad)?;
@@ -290,8 +336,9 @@ impl Command {
                 verbose: args.verbose > 0,
             });
         }
+        let discover = args.command.as_deref() == Some("discover");
         match args.command.as_deref() {
-            None | Some("run") => {
+            None | Some("run") | Some("discover") => {
                 if let Some(extra) = args.operands.first() {
                     return Err(Error::Usage(format!(
                         "unexpected argument {} (see kalshi-ingest --help)",
@@ -313,7 +360,7 @@ impl Command {
             }
             Some(other) => {
                 return Err(Error::Usage(format!(
-                    "unknown command {other:?} (commands: run, verify; see kalshi-ingest --help)"
+                    "unknown command {other:?} (commands: run, discover, verify; see kalshi-ingest --help)"
                 )));
             }
         }
@@ -472,12 +519,28 @@ impl Command {
             ));
         }
         filters.check(&endpoints)?;
+        if discover
+            && (args.resume.is_some()
+                || args.stdout
+                || args.format.is_some()
+                || args.tickers.is_some()
+                || args.endpoints.is_some()
+                || !filters.is_empty())
+        {
+            return Err(Error::Usage(
+                "discover probes every endpoint and takes only --base-url, --out, --discovery                  and the network flags"
+                    .into(),
+            ));
+        }
+        if !discover {
+            check_id_sources(&endpoints, args.tickers.as_deref(), args.resume.is_some())?;
+        }
         let verbosity = if args.quiet {
             -1
         } else {
             i8::try_from(args.verbose).unwrap_or(i8::MAX)
         };
-        Ok(Command::Run(Box::new(RunConfig {
+        let config = Box::new(RunConfig {
             base_url,
             out: args.out.unwrap_or_else(|| PathBuf::from(".")),
             endpoints,
@@ -496,8 +559,65 @@ impl Command {
             rate,
             retry,
             verbosity,
-        })))
+            tickers: args.tickers,
+            discovery: args.discovery,
+        });
+        Ok(if discover {
+            Command::Discover(config)
+        } else {
+            Command::Run(config)
+        })
     }
+}
+
+/// Checks that every planned detail endpoint has ids: from `--tickers` (one kind of
+/// id for all of them) or from its list endpoint in the same plan. A resumed run may
+/// also read the id log an earlier session stored; `run` checks that.
+fn check_id_sources(
+    endpoints: &[EndpointSpec],
+    tickers: Option<&Path>,
+    resume: bool,
+) -> Result<(), Error> {
+    let details: Vec<_> = endpoints
+        .iter()
+        .filter_map(|e| e.detail.map(|d| (e.name, d)))
+        .collect();
+    if let Some(file) = tickers {
+        if resume {
+            return Err(Error::Usage(
+                "--tickers is fixed when a run starts (its ids are copied into the run                  folder): resume without it"
+                    .into(),
+            ));
+        }
+        let Some((first, first_detail)) = details.first() else {
+            return Err(Error::Usage(format!(
+                "--tickers {}: only detail endpoints read ids; add e.g. --endpoints orderbooks",
+                file.display()
+            )));
+        };
+        if let Some((other, other_detail)) = details
+            .iter()
+            .find(|(_, d)| d.id_kind != first_detail.id_kind)
+        {
+            return Err(Error::Usage(format!(
+                "--tickers gives one kind of id, but {first} needs {} and {other} needs {};                  run them separately",
+                first_detail.id_kind, other_detail.id_kind
+            )));
+        }
+        return Ok(());
+    }
+    if resume {
+        return Ok(());
+    }
+    for (name, detail) in details {
+        if !endpoints.iter().any(|e| e.name == detail.ids_from) {
+            return Err(Error::Usage(format!(
+                "{name} needs {}: add {} to --endpoints, or pass --tickers FILE",
+                detail.id_kind, detail.ids_from
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks the scheme and host of a base URL and drops trailing slashes.
@@ -585,7 +705,7 @@ mod tests {
         let c = run_config(&[]);
         assert_eq!(c.base_url, DEFAULT_BASE_URL);
         assert_eq!(c.out, PathBuf::from("."));
-        assert_eq!(c.endpoints.len(), 3);
+        assert_eq!(c.endpoints.len(), 4);
         assert_eq!(c.timeout, Duration::from_secs(60));
         assert_eq!(c.verbosity, 0);
         assert_eq!(c.rate, 10.0);

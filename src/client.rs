@@ -47,6 +47,9 @@ pub(crate) enum FailureClass {
     RateLimited,
     /// HTTP 408, 425 or 5xx.
     ServerError,
+    /// HTTP 404: the path or the record does not exist (a detail endpoint records the
+    /// id as not found and goes on).
+    NotFound,
     /// Any other 4xx or a 3xx: retrying the same request cannot help.
     ClientError,
     /// The body is larger than the configured cap.
@@ -62,6 +65,7 @@ impl FailureClass {
         !matches!(
             self,
             FailureClass::ClientError
+                | FailureClass::NotFound
                 | FailureClass::TooLarge
                 | FailureClass::Fatal
                 | FailureClass::BadRecord
@@ -80,6 +84,7 @@ impl FailureClass {
             FailureClass::BadRecord => "bad_record",
             FailureClass::RateLimited => "rate_limited",
             FailureClass::ServerError => "server_error",
+            FailureClass::NotFound => "not_found",
             FailureClass::ClientError => "client_error",
             FailureClass::TooLarge => "too_large",
             FailureClass::Fatal => "fatal",
@@ -95,6 +100,8 @@ pub(crate) struct Failure {
     pub(crate) reason: String,
     /// The raw `Retry-After` header of a 429/503, if any.
     pub(crate) retry_after: Option<String>,
+    /// The HTTP status, when the server answered with one other than 200.
+    pub(crate) status: Option<u16>,
 }
 
 impl Failure {
@@ -103,6 +110,7 @@ impl Failure {
             class,
             reason: reason.into(),
             retry_after: None,
+            status: None,
         }
     }
 }
@@ -203,6 +211,7 @@ impl Client {
                 .read_to_end(&mut snippet);
             let mut failure = classify_status(status.as_u16(), &snippet, location.as_deref());
             failure.retry_after = retry_after;
+            failure.status = Some(status.as_u16());
             return Err(failure);
         }
         let declared = response.body().content_length();
@@ -265,6 +274,7 @@ fn classify_status(status: u16, snippet: &[u8], location: Option<&str>) -> Failu
                 ),
             );
         }
+        404 => FailureClass::NotFound,
         _ => FailureClass::ClientError,
     };
     Failure::new(class, format!("HTTP {status}: {}", text.trim()))
@@ -318,6 +328,16 @@ fn classify_io_error(err: &std::io::Error) -> Failure {
     Failure::new(class, err.to_string())
 }
 
+/// Percent-encodes an id as one path segment. Like a query value, except that a
+/// segment of only dots (`.`, `..`) is encoded whole, so no client, proxy or server can
+/// read it as a step up the path; an empty id has no segment and must not be asked for.
+pub(crate) fn encode_path_segment(id: &str) -> String {
+    if id.bytes().all(|b| b == b'.') {
+        return "%2E".repeat(id.len());
+    }
+    percent_encode(id)
+}
+
 /// Percent-encodes a query value (everything but unreserved characters).
 fn percent_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -350,7 +370,12 @@ mod tests {
         }
         for s in [400, 401, 403, 404, 410] {
             let f = classify_status(s, br#"{"error":{"code":"not_found"}}"#, None);
-            assert_eq!(f.class, FailureClass::ClientError);
+            let want = if s == 404 {
+                FailureClass::NotFound
+            } else {
+                FailureClass::ClientError
+            };
+            assert_eq!(f.class, want);
             assert!(!f.class.is_transient());
             assert!(f.reason.contains(&s.to_string()) && f.reason.contains("not_found"));
         }

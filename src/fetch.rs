@@ -8,9 +8,11 @@ use log::{debug, error, warn};
 
 use crate::client::{Client, Failure, FailureClass, Fetched};
 use crate::pace::{Clock, RateLimiter};
-use crate::page::parse_page;
-use crate::plan::EndpointSpec;
-use crate::record::{Record, make_record};
+use serde_json::value::RawValue;
+
+use crate::page::{parse_page, parse_single};
+use crate::plan::{EndpointSpec, PerIdRecord};
+use crate::record::{Record, make_record, write_json_string};
 use crate::retry::{GiveUp, Outcome, Retry, RetryPolicy, Step, WaitKind, parse_retry_after};
 use crate::summary::{EndpointSummary, RecoveryEpisode};
 use crate::timestamp;
@@ -44,36 +46,110 @@ pub(crate) struct PageData {
 /// Parses a fetched body into records. Any problem is a [`Failure`] the retry policy
 /// classifies: cut-off JSON is a truncated transfer, an HTML page or wrong shape a bad
 /// body (both transient), an unparseable record inside a valid page permanent.
-fn parse_fetched(fetched: &Fetched, spec: &EndpointSpec) -> Result<PageData, Failure> {
-    let page = parse_page(&fetched.body, spec.array_key).map_err(|reason| {
-        let class = if reason.contains("truncated") {
-            FailureClass::Truncated
-        } else {
-            FailureClass::BadBody
-        };
-        Failure::new(class, format!("unexpected response: {reason}"))
-    })?;
+/// What a response must look like and how it becomes records.
+pub(crate) enum Shape<'a> {
+    /// A list page: the records are the elements of `array_key`.
+    List {
+        array_key: &'a str,
+        id_field: &'a str,
+    },
+    /// One record asked for by its id (a detail endpoint's per-id request).
+    Single {
+        record: PerIdRecord,
+        id_field: &'a str,
+        id: &'a str,
+    },
+}
+
+impl<'a> Shape<'a> {
+    /// The list shape of an endpoint.
+    pub(crate) fn list_of(spec: &'a EndpointSpec) -> Shape<'a> {
+        Shape::List {
+            array_key: spec.array_key,
+            id_field: spec.id_field,
+        }
+    }
+}
+
+fn unexpected(reason: String) -> Failure {
+    let class = if reason.contains("truncated") {
+        FailureClass::Truncated
+    } else {
+        FailureClass::BadBody
+    };
+    Failure::new(class, format!("unexpected response: {reason}"))
+}
+
+fn parse_fetched(fetched: &Fetched, shape: &Shape) -> Result<PageData, Failure> {
     let ingestion_time = timestamp::compact(timestamp::now());
     let mut scratch = Vec::with_capacity(16 * 1024);
-    let mut records = Vec::with_capacity(page.records.len());
-    for raw in &page.records {
-        let record =
-            make_record(raw, spec.id_field, &ingestion_time, &mut scratch).map_err(|e| {
-                Failure::new(
-                    FailureClass::BadRecord,
-                    format!("a record cannot be read: {e}"),
-                )
-            })?;
-        records.push(record);
-    }
+    let bad_record = |e: String| {
+        Failure::new(
+            FailureClass::BadRecord,
+            format!("a record cannot be read: {e}"),
+        )
+    };
+    let (records, cursor) = match shape {
+        Shape::List {
+            array_key,
+            id_field,
+        } => {
+            let page = parse_page(&fetched.body, array_key).map_err(unexpected)?;
+            let mut records = Vec::with_capacity(page.records.len());
+            for raw in &page.records {
+                records.push(
+                    make_record(raw, id_field, &ingestion_time, &mut scratch)
+                        .map_err(bad_record)?,
+                );
+            }
+            (records, page.cursor)
+        }
+        Shape::Single {
+            record,
+            id_field,
+            id,
+        } => {
+            let member = match record {
+                PerIdRecord::Member(key) => Some(*key),
+                PerIdRecord::Body | PerIdRecord::BodyWithId => None,
+            };
+            let raw = parse_single(&fetched.body, member).map_err(unexpected)?;
+            let with_id;
+            let raw = if *record == PerIdRecord::BodyWithId {
+                with_id = prepend_member(raw, id_field, id).map_err(unexpected)?;
+                &*with_id
+            } else {
+                raw
+            };
+            let mut made =
+                make_record(raw, id_field, &ingestion_time, &mut scratch).map_err(bad_record)?;
+            made.id = Some((*id).to_string());
+            (vec![made], None)
+        }
+    };
     Ok(PageData {
         records,
-        cursor: page.cursor,
+        cursor,
         bytes: fetched.body.len() as u64,
     })
 }
 
-/// One line for the summary and log: the reason and its class.
+/// `{"<key>":"<id>",` followed by the members of `object`.
+fn prepend_member(object: &RawValue, key: &str, id: &str) -> Result<Box<RawValue>, String> {
+    let inner = object.get().trim_start()[1..].trim_start();
+    let mut text = Vec::with_capacity(object.get().len() + key.len() + id.len() + 8);
+    text.push(b'{');
+    write_json_string(key, &mut text);
+    text.push(b':');
+    write_json_string(id, &mut text);
+    if !inner.starts_with('}') {
+        text.push(b',');
+    }
+    text.extend_from_slice(inner.as_bytes());
+    let text = String::from_utf8(text).map_err(|e| e.to_string())?;
+    RawValue::from_string(text).map_err(|e| e.to_string())
+}
+
 pub(crate) fn describe_failure(f: &Failure) -> String {
     format!("{} [{}]", f.reason, f.class.name())
 }
@@ -95,7 +171,8 @@ impl Fetcher<'_> {
     /// request, retry, wait and recovery counters.
     pub(crate) fn fetch_page(
         &mut self,
-        spec: &EndpointSpec,
+        name: &str,
+        shape: &Shape,
         page_number: u64,
         url: &str,
         summary: &mut EndpointSummary,
@@ -120,7 +197,7 @@ impl Fetcher<'_> {
                     fetched.body.len(),
                     fetched.elapsed.as_millis()
                 );
-                parse_fetched(&fetched, spec)
+                parse_fetched(&fetched, shape)
             });
             let outcome = match &result {
                 Ok(_) => Outcome::Success,
@@ -157,7 +234,7 @@ impl Fetcher<'_> {
                             "Network recovered after {} in recovery mode: {} page {page_number} \
                              (recovery step {steps})",
                             human(took),
-                            spec.name
+                            name
                         );
                         summary.recovery_episodes.push(RecoveryEpisode {
                             page: page_number,
@@ -197,14 +274,14 @@ impl Fetcher<'_> {
                     match kind {
                         WaitKind::Backoff { next_try } => warn!(
                             "{}: page {page_number}: {reason}; try {next_try}/{} in {}",
-                            spec.name,
+                            name,
                             policy.tries,
                             human(wait)
                         ),
                         WaitKind::RateLimited => warn!(
                             "{}: page {page_number}: rate limited (HTTP 429); waiting {}, \
                              pacing now {:.1} requests/s",
-                            spec.name,
+                            name,
                             human(wait),
                             self.limiter.current_rate()
                         ),
@@ -212,7 +289,7 @@ impl Fetcher<'_> {
                             warn!(
                                 "TIMEOUT RECOVERY MODE: {}: page {page_number}: {} tries failed \
                                  (last: {reason}); recovery step 1/{} in {}",
-                                spec.name,
+                                name,
                                 policy.tries,
                                 policy.recovery_steps,
                                 human(wait)
@@ -224,7 +301,7 @@ impl Fetcher<'_> {
                             warn!(
                                 "{}: page {page_number}: recovery step {}/{} failed: {reason}; \
                                  step {step}/{} in {}",
-                                spec.name,
+                                name,
                                 step - 1,
                                 policy.recovery_steps,
                                 policy.recovery_steps,
@@ -244,7 +321,7 @@ impl Fetcher<'_> {
                         error!(
                             "TIMEOUT RECOVERY FAILED: {}: page {page_number}: no good answer for {} \
                              over {steps} recovery steps; last error: {}",
-                            spec.name,
+                            name,
                             human(took),
                             describe_failure(&failure)
                         );

@@ -9,11 +9,14 @@ mod canonical;
 mod checkpoint;
 mod cli;
 mod client;
+mod discover;
 mod error;
 mod fetch;
+mod ids;
 mod logger;
 mod pace;
 mod page;
+mod pager;
 mod plan;
 mod progress;
 mod record;
@@ -54,6 +57,21 @@ fn main() -> ExitCode {
             env!("KALSHI_INGEST_TARGET"),
         )),
         Command::Verify(dir) => verify_command(&dir),
+        Command::Discover(config) => {
+            logger::init(config.verbosity);
+            signal::install();
+            match run::discover(&config) {
+                Ok(path) => {
+                    log::logger().flush();
+                    print_stdout(&format!("{}\n", path.display()))
+                }
+                Err(e) => {
+                    log::error!("{e}");
+                    log::logger().flush();
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
         Command::Run(config) => {
             logger::init(config.verbosity);
             signal::install();

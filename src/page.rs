@@ -50,6 +50,29 @@ fn describe_json_error(err: &serde_json::Error, body: &[u8]) -> String {
     format!("{err} ({} bytes)", body.len())
 }
 
+/// Parses a detail response: the whole body (`member` = `None`) or the value of one
+/// of its top-level members, which must be a JSON object. Other members are ignored.
+pub(crate) fn parse_single<'a>(
+    body: &'a [u8],
+    member: Option<&str>,
+) -> Result<&'a RawValue, String> {
+    let value: &'a RawValue = match member {
+        None => serde_json::from_slice(body).map_err(|e| describe_json_error(&e, body))?,
+        Some(key) => {
+            let map: std::collections::HashMap<std::borrow::Cow<'a, str>, &'a RawValue> =
+                serde_json::from_slice(body).map_err(|e| describe_json_error(&e, body))?;
+            map.get(key)
+                .copied()
+                .ok_or_else(|| format!("missing the \"{key}\" object"))?
+        }
+    };
+    if !value.get().starts_with('{') {
+        let what = member.map_or("the body".to_string(), |k| format!("\"{k}\""));
+        return Err(format!("{what} is not a JSON object"));
+    }
+    Ok(value)
+}
+
 struct PageSeed<'k> {
     array_key: &'k str,
 }
@@ -156,6 +179,27 @@ mod tests {
             let page = parse_page(body, "events").expect("valid page");
             assert_eq!(page.cursor, None);
         }
+    }
+
+    #[test]
+    fn single_records_are_one_member_or_the_whole_object() {
+        let body = br#"{"market":{"ticker":"A","n":1},"other":[1]}"#;
+        let market = parse_single(body, Some("market")).expect("member");
+        assert_eq!(market.get(), r#"{"ticker":"A","n":1}"#);
+        assert_eq!(
+            parse_single(body, None).expect("body").get().as_bytes(),
+            &body[..]
+        );
+        let err = parse_single(br#"{"market":null}"#, Some("market")).expect_err("null");
+        assert!(err.contains("not a JSON object"), "{err}");
+        let err = parse_single(br#"{"x":{}}"#, Some("market")).expect_err("missing");
+        assert!(err.contains("missing the \"market\""), "{err}");
+        assert!(parse_single(b"[1]", None).is_err());
+        assert!(
+            parse_single(b"{\"a\":", None)
+                .expect_err("cut")
+                .contains("truncated")
+        );
     }
 
     #[test]

@@ -6,12 +6,13 @@
 
 use crate::error::Error;
 
-/// How one list endpoint is fetched and how its records are recognised.
+/// How one endpoint is fetched and how its records are recognised.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct EndpointSpec {
     /// The name used in `--endpoints`, as the output folder and in the summary.
     pub(crate) name: &'static str,
-    /// The API path below the base URL, e.g. `/markets`.
+    /// The API path below the base URL, e.g. `/markets` (for a detail endpoint, its
+    /// batch path or its per-record path with `{id}`).
     pub(crate) path: &'static str,
     /// The key of the records array in the response object.
     pub(crate) array_key: &'static str,
@@ -20,32 +21,178 @@ pub(crate) struct EndpointSpec {
     /// `Some(limit)` for cursor-paginated endpoints (the API's maximum page size);
     /// `None` for endpoints answered in one response.
     pub(crate) page_size: Option<u32>,
+    /// A small document fetched once before the first page and recorded in the
+    /// summary (the historical cutoff for the archive endpoints).
+    pub(crate) context_path: Option<&'static str>,
+    /// For endpoints fetched one id (or one batch of ids) at a time.
+    pub(crate) detail: Option<DetailSpec>,
 }
 
-/// Every endpoint the tool knows, in the order `all` runs them.
+/// How a detail endpoint turns ids into requests and responses into records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DetailSpec {
+    /// The list endpoint of the same run whose record ids feed this one.
+    pub(crate) ids_from: &'static str,
+    /// What the ids are, for messages ("market tickers").
+    pub(crate) id_kind: &'static str,
+    /// The per-id request: `prefix` + the percent-encoded id + `suffix`.
+    pub(crate) per_id_prefix: &'static str,
+    pub(crate) per_id_suffix: &'static str,
+    /// How a per-id response becomes the record.
+    pub(crate) per_id_record: PerIdRecord,
+    /// `Some(n)`: `path` is a batch endpoint taking up to `n` ids per request (as
+    /// repeated `tickers=` parameters) and answering an `array_key` array.
+    pub(crate) batch: Option<u32>,
+}
+
+/// How the body of a per-id response becomes the stored record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PerIdRecord {
+    /// The object under this key (`{"market": {...}}` stores the market).
+    Member(&'static str),
+    /// The whole response object (`/events/{id}` answers the event and its markets).
+    Body,
+    /// The response object with the id added under `id_field` as its first member, so
+    /// a per-market order book is stored exactly like an element of the batch answer.
+    BodyWithId,
+}
+
+impl EndpointSpec {
+    const fn list(
+        name: &'static str,
+        path: &'static str,
+        array_key: &'static str,
+        id_field: &'static str,
+        page_size: Option<u32>,
+    ) -> EndpointSpec {
+        EndpointSpec {
+            name,
+            path,
+            array_key,
+            id_field,
+            page_size,
+            context_path: None,
+            detail: None,
+        }
+    }
+
+    /// The per-id request path for `id` (already percent-encoded).
+    pub(crate) fn per_id_path(&self, encoded_id: &str) -> Option<String> {
+        self.detail
+            .map(|d| format!("{}{encoded_id}{}", d.per_id_prefix, d.per_id_suffix))
+    }
+}
+
+/// The document holding the historical cutoffs, recorded with the archive endpoints.
+const HISTORICAL_CUTOFF: &str = "/historical/cutoff";
+
+/// Every endpoint the tool knows, in the order `all` runs them: list endpoints first,
+/// then the detail endpoints they feed.
 pub(crate) const CATALOGUE: &[EndpointSpec] = &[
+    EndpointSpec::list("series", "/series", "series", "ticker", None),
+    EndpointSpec::list("events", "/events", "events", "event_ticker", Some(200)),
+    EndpointSpec::list("markets", "/markets", "markets", "ticker", Some(1000)),
     EndpointSpec {
-        name: "series",
-        path: "/series",
-        array_key: "series",
-        id_field: "ticker",
-        page_size: None,
+        context_path: Some(HISTORICAL_CUTOFF),
+        ..EndpointSpec::list(
+            "historical_markets",
+            "/historical/markets",
+            "markets",
+            "ticker",
+            Some(1000),
+        )
+    },
+    EndpointSpec::list(
+        "trades",
+        "/markets/trades",
+        "trades",
+        "trade_id",
+        Some(1000),
+    ),
+    EndpointSpec {
+        context_path: Some(HISTORICAL_CUTOFF),
+        ..EndpointSpec::list(
+            "historical_trades",
+            "/historical/trades",
+            "trades",
+            "trade_id",
+            Some(1000),
+        )
     },
     EndpointSpec {
-        name: "events",
-        path: "/events",
-        array_key: "events",
-        id_field: "event_ticker",
-        page_size: Some(200),
+        detail: Some(DetailSpec {
+            ids_from: "markets",
+            id_kind: "market tickers",
+            per_id_prefix: "/markets/",
+            per_id_suffix: "/orderbook",
+            per_id_record: PerIdRecord::BodyWithId,
+            batch: Some(100),
+        }),
+        ..EndpointSpec::list(
+            "orderbooks",
+            "/markets/orderbooks",
+            "orderbooks",
+            "ticker",
+            None,
+        )
     },
     EndpointSpec {
-        name: "markets",
-        path: "/markets",
-        array_key: "markets",
-        id_field: "ticker",
-        page_size: Some(1000),
+        detail: Some(DetailSpec {
+            ids_from: "markets",
+            id_kind: "market tickers",
+            per_id_prefix: "/markets/",
+            per_id_suffix: "",
+            per_id_record: PerIdRecord::Member("market"),
+            batch: None,
+        }),
+        ..EndpointSpec::list(
+            "market_details",
+            "/markets/{ticker}",
+            "market",
+            "ticker",
+            None,
+        )
+    },
+    EndpointSpec {
+        detail: Some(DetailSpec {
+            ids_from: "events",
+            id_kind: "event tickers",
+            per_id_prefix: "/events/",
+            per_id_suffix: "",
+            per_id_record: PerIdRecord::Body,
+            batch: None,
+        }),
+        ..EndpointSpec::list(
+            "event_details",
+            "/events/{event_ticker}",
+            "event",
+            "event_ticker",
+            None,
+        )
+    },
+    EndpointSpec {
+        detail: Some(DetailSpec {
+            ids_from: "series",
+            id_kind: "series tickers",
+            per_id_prefix: "/series/",
+            per_id_suffix: "",
+            per_id_record: PerIdRecord::Member("series"),
+            batch: None,
+        }),
+        ..EndpointSpec::list(
+            "series_details",
+            "/series/{ticker}",
+            "series",
+            "ticker",
+            None,
+        )
     },
 ];
+
+/// Looks an endpoint up by name.
+pub(crate) fn spec_named(name: &str) -> Option<&'static EndpointSpec> {
+    CATALOGUE.iter().find(|spec| spec.name == name)
+}
 
 /// Filters that map to the API's query parameters (`--status`, `--series-ticker`,
 /// `--event-ticker`, `--since`) and the sampling cap (`--max-records`). Fixed for a
@@ -138,17 +285,26 @@ impl Filters {
             query.push(("event_ticker", event.clone()));
         }
         if let Some(since) = self.since {
-            query.push(("min_updated_ts", since.to_string()));
+            match spec.name {
+                "series" | "events" | "markets" => {
+                    query.push(("min_updated_ts", since.to_string()));
+                }
+                "trades" | "historical_trades" => query.push(("min_ts", since.to_string())),
+                _ => {}
+            }
         }
         query
     }
 }
 
-/// The endpoints a run does when `--endpoints` is not given.
-pub(crate) const DEFAULT_ENDPOINTS: &str = "series,events,markets";
+/// The endpoints a run does when `--endpoints` is not given: every list of markets,
+/// events and series, including the archive of markets settled before the historical
+/// cutoff (without it, those markets are silently missing; see README).
+pub(crate) const DEFAULT_ENDPOINTS: &str = "series,events,markets,historical_markets";
 
-/// Resolves a comma-separated `--endpoints` value into catalogue entries, in the order
-/// given, each at most once. `all` stands for the whole catalogue.
+/// Resolves a comma-separated `--endpoints` value into catalogue entries, each at most
+/// once, list endpoints in the order given and then the detail endpoints (which read
+/// the ids the list endpoints stored). `all` stands for the whole catalogue.
 pub(crate) fn parse_endpoint_list(list: &str) -> Result<Vec<EndpointSpec>, Error> {
     let mut planned: Vec<EndpointSpec> = Vec::new();
     for name in list.split(',').map(str::trim) {
@@ -176,6 +332,7 @@ pub(crate) fn parse_endpoint_list(list: &str) -> Result<Vec<EndpointSpec>, Error
             }
         }
     }
+    planned.sort_by_key(|spec| spec.detail.is_some());
     Ok(planned)
 }
 
@@ -203,14 +360,21 @@ mod tests {
     #[test]
     fn keeps_order_and_drops_repeats() {
         assert_eq!(names("markets, series,markets"), ["markets", "series"]);
-        assert_eq!(names(DEFAULT_ENDPOINTS), ["series", "events", "markets"]);
-        assert_eq!(names("all"), ["series", "events", "markets"]);
+        assert_eq!(
+            names(DEFAULT_ENDPOINTS),
+            ["series", "events", "markets", "historical_markets"]
+        );
+        assert_eq!(names("all").len(), CATALOGUE.len());
+        assert_eq!(
+            names("orderbooks,markets,series_details,series"),
+            ["markets", "series", "orderbooks", "series_details"]
+        );
     }
 
     #[test]
     fn rejects_unknown_and_empty_names() {
-        let err = parse_endpoint_list("markets,trades").expect_err("unknown");
-        assert!(err.to_string().contains("unknown endpoint \"trades\""));
+        let err = parse_endpoint_list("markets,trade").expect_err("unknown");
+        assert!(err.to_string().contains("unknown endpoint \"trade\""));
         assert!(parse_endpoint_list("markets,").is_err());
     }
 

@@ -15,7 +15,6 @@
 //!   during a wait), keeps every committed batch, writes the summary as `interrupted`
 //!   and exits with 130. `--resume DIR` continues it.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -25,11 +24,15 @@ use crate::checkpoint::{
     self, Checkpoint, CheckpointState, Manifest, ResumePoint, Session, Syncer,
 };
 use crate::cli::RunConfig;
+use crate::client::Failure;
 use crate::client::{Client, ClientConfig};
+use crate::discover;
 use crate::error::{EXIT_FATAL, EXIT_INCOMPLETE, EXIT_OK, Error};
-use crate::fetch::{Fetcher, PageError, describe_failure};
+use crate::fetch::{Fetcher, PageError, Shape, describe_failure};
+use crate::ids;
 use crate::pace::{RateLimiter, SystemClock};
-use crate::plan::{self, EndpointSpec, Filters};
+use crate::pager::{Advance, DetailPager, ListPager, Next, Pager};
+use crate::plan::{self, EndpointSpec, Filters, PerIdRecord};
 use crate::record::DedupIndex;
 use crate::retry::GiveUp;
 use crate::signal::EXIT_INTERRUPTED;
@@ -76,6 +79,11 @@ struct Stopped {
 /// `--stdout` there is no run folder at all.
 struct Setup {
     run_dir: Option<PathBuf>,
+    /// Where checkpoints, hash logs and id logs live: `<run>/checkpoints`, or a
+    /// temporary folder for `--stdout` runs with detail endpoints.
+    state_dir: Option<PathBuf>,
+    /// The state folder is temporary (removed when the run ends).
+    temp_state: bool,
     manifest: Manifest,
     endpoints: Vec<EndpointSpec>,
     base_url: String,
@@ -86,6 +94,27 @@ struct Setup {
 fn set_up(config: &RunConfig) -> Result<Setup, Error> {
     match &config.resume {
         None => {
+            let mut endpoints = config.endpoints.clone();
+            let discovery_path = config.discovery_path();
+            let discovery_used = config.discovery.is_some() || discovery_path.is_file();
+            let changes = if discovery_used {
+                let discovery = discover::load(&discovery_path)?;
+                info!("plan adjusted with {}", discovery_path.display());
+                discover::apply(
+                    &discovery,
+                    &discovery_path,
+                    &mut endpoints,
+                    config.endpoints_explicit,
+                )
+            } else {
+                discover::PlanChanges::default()
+            };
+            if endpoints.is_empty() {
+                return Err(Error::Usage(format!(
+                    "{}: the server serves none of the planned endpoints",
+                    discovery_path.display()
+                )));
+            }
             // With --stdout there is no run folder; otherwise a new one, never reused.
             let (run_dir, started) = if config.format == Format::Stdout {
                 (None, timestamp::now())
@@ -94,23 +123,48 @@ fn set_up(config: &RunConfig) -> Result<Setup, Error> {
                 let (dir, started) = store::create_run_dir(&config.out)?;
                 (Some(dir), started)
             };
+            let needs_ids = endpoints.iter().any(|e| e.detail.is_some());
+            let (state_dir, temp_state) = match &run_dir {
+                Some(dir) => (Some(dir.join(checkpoint::CHECKPOINT_DIR)), false),
+                None if needs_ids => {
+                    let temp = std::env::temp_dir().join(format!(
+                        "kalshi-ingest-{}-{}",
+                        std::process::id(),
+                        timestamp::compact(started)
+                    ));
+                    std::fs::create_dir_all(&temp)
+                        .map_err(|e| Error::io("create temporary folder", &temp, e))?;
+                    (Some(temp), true)
+                }
+                None => (None, false),
+            };
+            if let (Some(tickers), Some(state)) = (&config.tickers, &state_dir) {
+                let count = ids::import_tickers(tickers, &state.join(ids::TICKERS_LOG))?;
+                info!("--tickers {}: {count} ids", tickers.display());
+                if count == 0 {
+                    warn!("--tickers {}: no ids in it", tickers.display());
+                }
+            }
             Ok(Setup {
                 run_dir,
+                state_dir,
+                temp_state,
                 manifest: Manifest {
                     schema_version: checkpoint::STATE_SCHEMA_VERSION,
                     tool_version: env!("CARGO_PKG_VERSION").to_string(),
                     session_id: timestamp::compact(started),
                     base_url: config.base_url.clone(),
-                    endpoints: config
-                        .endpoints
-                        .iter()
-                        .map(|e| e.name.to_string())
-                        .collect(),
+                    endpoints: endpoints.iter().map(|e| e.name.to_string()).collect(),
                     format: config.format,
                     filters: config.filters.clone(),
                     sessions: Vec::new(),
+                    tickers_from: config.tickers.as_ref().map(|t| t.display().to_string()),
+                    discovery_file: discovery_used.then(|| discovery_path.display().to_string()),
+                    page_sizes: changes.page_sizes,
+                    batch_unavailable: changes.batch_unavailable,
+                    left_out: changes.left_out,
                 },
-                endpoints: config.endpoints.clone(),
+                endpoints,
                 base_url: config.base_url.clone(),
                 format: config.format,
                 filters: config.filters.clone(),
@@ -121,7 +175,7 @@ fn set_up(config: &RunConfig) -> Result<Setup, Error> {
             for session in manifest.sessions.iter_mut().filter(|s| s.ended.is_none()) {
                 session.ended = Some("killed".to_string());
             }
-            let endpoints = if config.endpoints_explicit {
+            let mut endpoints = if config.endpoints_explicit {
                 config.endpoints.clone()
             } else {
                 plan::parse_endpoint_list(&manifest.endpoints.join(",")).map_err(|e| {
@@ -149,8 +203,11 @@ fn set_up(config: &RunConfig) -> Result<Setup, Error> {
             let format = manifest.format;
             let filters = manifest.filters.clone();
             filters.check(&endpoints)?;
+            discover::apply_page_sizes(&mut endpoints, &manifest.page_sizes);
             Ok(Setup {
                 run_dir: Some(dir.clone()),
+                state_dir: Some(dir.join(checkpoint::CHECKPOINT_DIR)),
+                temp_state: false,
                 manifest,
                 endpoints,
                 base_url,
@@ -161,12 +218,45 @@ fn set_up(config: &RunConfig) -> Result<Setup, Error> {
     }
 }
 
+/// `discover`: probes every endpoint once (normal-mode retries only, no recovery
+/// ladder) and writes the discovery file; returns its path.
+pub(crate) fn discover(config: &RunConfig) -> Result<PathBuf, Error> {
+    let clock = SystemClock::new();
+    let mut fetcher = Fetcher {
+        client: Client::new(ClientConfig {
+            base_url: config.base_url.clone(),
+            timeout: config.timeout,
+            max_body_bytes: config.max_body_bytes,
+        }),
+        policy: crate::retry::RetryPolicy {
+            recovery_steps: 0,
+            ..config.retry
+        },
+        clock: &clock,
+        limiter: RateLimiter::new(config.rate),
+        contacted: false,
+        requests: 0,
+    };
+    let discovery = discover::discover(&mut fetcher)?;
+    let path = discover::write(&discovery, &config.discovery_path())?;
+    let reachable = discovery.endpoints.iter().filter(|e| e.reachable).count();
+    info!(
+        "discover: {reachable} of {} endpoints answered; {} requests; wrote {}",
+        discovery.endpoints.len(),
+        fetcher.requests,
+        path.display()
+    );
+    Ok(path)
+}
+
 /// Runs the main job. `Err` only when nothing useful could be started (the run folder
 /// cannot be created or resumed); later fatal errors are logged, recorded in the
 /// summary and reported through the exit code.
 pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
     let Setup {
         run_dir,
+        state_dir,
+        temp_state,
         mut manifest,
         endpoints: specs,
         base_url,
@@ -233,13 +323,41 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
     let mut interrupted = false;
     let mut pipe_closed = false;
     let mut stopped_early = None;
-    for ((spec, summary), saved) in specs.iter().zip(summaries.iter_mut()).zip(checkpoints) {
+    let planned: Vec<&str> = specs.iter().map(|s| s.name).collect();
+    for (index, (spec, saved)) in specs.iter().zip(checkpoints).enumerate() {
         if let Some(cp) = saved
             .as_ref()
             .filter(|cp| cp.state == CheckpointState::Complete)
         {
             info!("{}: complete in an earlier session, skipped", spec.name);
-            *summary = cp.summary.clone();
+            summaries[index] = cp.summary.clone();
+            continue;
+        }
+        let inputs = match endpoint_inputs(spec, &manifest, state_dir.as_deref(), format, &planned)
+        {
+            Ok(inputs) => inputs,
+            Err(e) => {
+                error!("{}: {e}", spec.name);
+                stopped_early = Some(e.to_string());
+                fatal = true;
+                break;
+            }
+        };
+        // A detail endpoint waits for its list endpoint to be whole in this run.
+        if let Some(source) = spec
+            .detail
+            .filter(|_| manifest.tickers_from.is_none())
+            .and_then(|d| summaries.iter().find(|s| s.name == d.ids_from))
+            && !matches!(
+                source.status,
+                EndpointStatus::Complete | EndpointStatus::Sampled
+            )
+        {
+            warn!(
+                "{}: not started: its ids come from {}, which is {:?}; resume the run to \
+                 finish both",
+                spec.name, source.name, source.status
+            );
             continue;
         }
         let persist = match (dir, syncer.as_mut()) {
@@ -252,10 +370,10 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
         let end = ingest_endpoint(
             &mut fetcher,
             persist,
-            format,
             &filters,
             spec,
-            summary,
+            &inputs,
+            &mut summaries[index],
             saved,
         );
         match end {
@@ -339,6 +457,9 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
             .sum(),
         base_url,
         endpoints_planned: manifest.endpoints.clone(),
+        endpoints_left_out: manifest.left_out.clone(),
+        discovery_file: manifest.discovery_file.clone(),
+        tickers_from: manifest.tickers_from.clone(),
         format: format.name().to_string(),
         filters: filters.clone(),
         status: status.to_string(),
@@ -348,6 +469,9 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
         endpoints: summaries,
         totals,
     };
+    if temp_state && let Some(temp) = &state_dir {
+        let _ = std::fs::remove_dir_all(temp);
+    }
     let summary_json =
         serde_json::to_vec_pretty(&summary).expect("the summary has only serializable fields");
     let t = &summary.totals;
@@ -393,6 +517,145 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
     })
 }
 
+/// The id logs an endpoint writes or reads.
+fn endpoint_inputs(
+    spec: &EndpointSpec,
+    manifest: &Manifest,
+    state_dir: Option<&Path>,
+    format: Format,
+    planned: &[&str],
+) -> Result<EndpointSetup, Error> {
+    let Some(state_dir) = state_dir else {
+        return Ok(EndpointSetup {
+            format,
+            ..EndpointSetup::default()
+        });
+    };
+    let feeds = plan::CATALOGUE
+        .iter()
+        .filter_map(|s| s.detail)
+        .any(|d| d.ids_from == spec.name);
+    // Stdout runs keep id logs only when a detail endpoint will read them.
+    let wanted = format != Format::Stdout
+        || plan::CATALOGUE.iter().any(|s| {
+            planned.contains(&s.name) && s.detail.is_some_and(|d| d.ids_from == spec.name)
+        });
+    let id_log = (feeds && wanted).then(|| ids::id_log_path(state_dir, spec.name));
+    let Some(detail) = spec.detail else {
+        return Ok(EndpointSetup {
+            format,
+            id_log,
+            ..EndpointSetup::default()
+        });
+    };
+    let ids = match &manifest.tickers_from {
+        Some(from) => IdSource {
+            path: state_dir.join(ids::TICKERS_LOG),
+            label: format!("--tickers {from}"),
+        },
+        None => IdSource {
+            path: ids::id_log_path(state_dir, detail.ids_from),
+            label: detail.ids_from.to_string(),
+        },
+    };
+    if !ids.path.is_file() && !planned.contains(&detail.ids_from) {
+        return Err(Error::Usage(format!(
+            "{} needs {}, and this run has none stored: add {} to --endpoints",
+            spec.name, detail.id_kind, detail.ids_from
+        )));
+    }
+    Ok(EndpointSetup {
+        format,
+        id_log,
+        ids: Some(ids),
+        batch_usable: !manifest.batch_unavailable.iter().any(|n| n == spec.name),
+    })
+}
+
+/// How an endpoint's give-up affects the rest of the run.
+fn end_for(give_up: GiveUp, fetcher: &Fetcher, reason: &str) -> EndpointEnd {
+    match give_up {
+        GiveUp::Permanent => EndpointEnd::Continue,
+        GiveUp::RecoveryFailed => EndpointEnd::HostDown,
+        GiveUp::Unreachable => EndpointEnd::Unreachable(format!(
+            "cannot reach {}: {reason}; check --base-url, DNS and the network",
+            fetcher.client.host()
+        )),
+    }
+}
+
+/// Fetches the document recorded with an archive endpoint (`/historical/cutoff`)
+/// into its summary. A permanent failure is logged and the endpoint goes on without
+/// it; `Err((None, _))` is an interruption, `Err((Some(give_up), failure))` a
+/// failure that stops the endpoint like a page's.
+fn fetch_context(
+    fetcher: &mut Fetcher,
+    spec: &EndpointSpec,
+    url: &str,
+    summary: &mut EndpointSummary,
+) -> Result<(), (Option<GiveUp>, Failure)> {
+    let shape = Shape::Single {
+        record: PerIdRecord::Body,
+        id_field: "",
+        id: "",
+    };
+    match fetcher.fetch_page(spec.name, &shape, 0, url, summary) {
+        Ok(page) => {
+            summary.bytes_received += page.bytes;
+            let cutoff = page
+                .records
+                .first()
+                .and_then(|r| serde_json::from_slice(&r.data).ok());
+            info!(
+                "{}: historical cutoff {}",
+                spec.name,
+                cutoff.as_ref().map_or_else(
+                    || "unreadable".to_string(),
+                    |v: &serde_json::Value| v.to_string()
+                )
+            );
+            summary.historical_cutoff = cutoff;
+            Ok(())
+        }
+        Err(PageError::Interrupted) => Err((
+            None,
+            Failure::new(crate::client::FailureClass::Fatal, "interrupted"),
+        )),
+        Err(PageError::GaveUp {
+            failure,
+            give_up: GiveUp::Permanent,
+        }) => {
+            warn!(
+                "{}: GET {url}: {}; going on without the cutoff (the summary's \
+                 historical_cutoff stays empty)",
+                spec.name,
+                describe_failure(&failure)
+            );
+            Ok(())
+        }
+        Err(PageError::GaveUp { failure, give_up }) => Err((Some(give_up), failure)),
+    }
+}
+
+/// How an endpoint's output is written and where its ids come from and go to.
+#[derive(Default)]
+struct EndpointSetup {
+    format: Format,
+    /// List endpoints that feed detail endpoints: the id log to append to.
+    id_log: Option<PathBuf>,
+    /// Detail endpoints: the id log (or `--tickers` copy) to read.
+    ids: Option<IdSource>,
+    /// Detail endpoints with a batch endpoint: whether to try it (discovery may have
+    /// found it missing).
+    batch_usable: bool,
+}
+
+/// An id log a detail endpoint reads, and how the summary names it.
+struct IdSource {
+    path: PathBuf,
+    label: String,
+}
+
 /// Where an endpoint keeps its resume state (absent with `--stdout`).
 struct Persist<'a> {
     run_dir: &'a Path,
@@ -422,9 +685,9 @@ fn snapshot(
 fn ingest_endpoint(
     fetcher: &mut Fetcher,
     mut persist: Option<Persist>,
-    format: Format,
     filters: &Filters,
     spec: &EndpointSpec,
+    inputs: &EndpointSetup,
     summary: &mut EndpointSummary,
     saved: Option<Checkpoint>,
 ) -> Result<EndpointEnd, Error> {
@@ -466,59 +729,92 @@ fn ingest_endpoint(
     summary.failure = None;
     crate::progress::endpoint(spec.name, already.records);
     let base_duration = summary.duration_seconds;
+    let format = inputs.format;
     let mut writer = BatchWriter::open(
         format,
         run_dir,
         spec.name,
         spec.path,
         hash_log.as_deref(),
+        inputs.id_log.as_deref(),
         already,
     )?;
     let mut last_checkpoint = snapshot(summary, already, base_duration, started);
     let sync_handle = persist.as_ref().map(|p| p.syncer.handle());
-    let mut seen_cursors: HashSet<String> = resume.cursor.iter().cloned().collect();
-    let mut cursor = resume.cursor;
+    let mut pager = match (&spec.detail, &inputs.ids) {
+        (None, _) => Pager::List(ListPager::new(resume.cursor.clone())),
+        (Some(detail), Some(ids)) => {
+            summary.ids_from = Some(ids.label.clone());
+            let batch_usable = inputs.batch_usable && summary.fallback.is_none();
+            Pager::Detail(Box::new(DetailPager::open(
+                *detail,
+                &ids.path,
+                resume.page_number,
+                batch_usable,
+            )?))
+        }
+        (Some(_), None) => {
+            return Err(Error::Usage(format!(
+                "internal error: {} has no id source",
+                spec.name
+            )));
+        }
+    };
     let mut page_number = resume.page_number;
     let mut skip = resume.skip;
     let mut failure: Option<Stopped> = None;
     let mut end = EndpointEnd::Continue;
     let cap = filters.max_records.unwrap_or(u64::MAX);
     let mut sampled = writer.counts_after_commit().records >= cap;
+    let filter_query = filters.query_for(spec);
 
-    while !sampled {
-        let mut query: Vec<(&str, String)> = Vec::new();
-        if let Some(limit) = spec.page_size {
-            query.push(("limit", limit.to_string()));
+    let mut skip_pages = false;
+    if let Some(context_path) = spec.context_path.filter(|_| !sampled)
+        && summary.historical_cutoff.is_none()
+    {
+        let url = fetcher.client.url_for(context_path, &[]);
+        if let Err((give_up, f)) = fetch_context(fetcher, spec, &url, summary) {
+            match give_up {
+                None => {
+                    end = EndpointEnd::Interrupted;
+                    skip_pages = true;
+                }
+                Some(give_up) => {
+                    let reason = describe_failure(&f);
+                    end = end_for(give_up, fetcher, &reason);
+                    failure = Some(Stopped {
+                        url,
+                        reason,
+                        page: page_number,
+                        resume_cursor: resume.cursor.clone(),
+                    });
+                    skip_pages = true;
+                }
+            }
         }
-        query.extend(filters.query_for(spec));
-        if let Some(c) = &cursor {
-            query.push(("cursor", c.clone()));
-        }
-        let url = fetcher.client.url_for(spec.path, &query);
-        let page = match fetcher.fetch_page(spec, page_number, &url, summary) {
-            Ok(page) => page,
-            Err(PageError::Interrupted) => {
+    }
+
+    while !sampled && !skip_pages {
+        let cursor = pager.cursor();
+        let (page, url) = match pager.fetch(fetcher, spec, &filter_query, page_number, summary)? {
+            Next::Page { page, url } => (page, url),
+            Next::End => break,
+            Next::Interrupted => {
                 end = EndpointEnd::Interrupted;
                 break;
             }
-            Err(PageError::GaveUp {
+            Next::GaveUp {
+                url,
                 failure: f,
                 give_up,
-            }) => {
+            } => {
                 let reason = describe_failure(&f);
-                end = match give_up {
-                    GiveUp::Permanent => EndpointEnd::Continue,
-                    GiveUp::RecoveryFailed => EndpointEnd::HostDown,
-                    GiveUp::Unreachable => EndpointEnd::Unreachable(format!(
-                        "cannot reach {}: {reason}; check --base-url, DNS and the network",
-                        fetcher.client.host()
-                    )),
-                };
+                end = end_for(give_up, fetcher, &reason);
                 failure = Some(Stopped {
                     url,
                     reason,
                     page: page_number,
-                    resume_cursor: cursor.clone(),
+                    resume_cursor: cursor,
                 });
                 break;
             }
@@ -549,6 +845,9 @@ fn ingest_endpoint(
             // A full batch: commit it, and checkpoint just after this record once the
             // batch is committed (the syncer makes it durable first).
             let counts = writer.counts_after_commit();
+            if let Pager::Detail(detail) = &pager {
+                detail.report(summary);
+            }
             last_checkpoint = snapshot(summary, counts, base_duration, started);
             let after_commit = match (&sync_handle, &checkpoint_path) {
                 (Some(handle), Some(path)) => {
@@ -587,31 +886,32 @@ fn ingest_endpoint(
             writer.counts_after_commit().records,
             summary.duplicates_skipped,
         );
-        if spec.page_size.is_none() || sampled {
+        if sampled {
             break;
         }
-        match page.cursor {
-            None => break,
-            Some(next) => {
-                if !seen_cursors.insert(next.clone()) {
-                    let shown: String = next.chars().take(80).collect();
-                    failure = Some(Stopped {
-                        url,
-                        reason: format!(
-                            "the server returned cursor {shown:?} a second time; stopping \
-                             instead of looping (page {} would repeat an earlier page)",
-                            page_number + 1
-                        ),
-                        page: page_number + 1,
-                        resume_cursor: Some(next),
-                    });
-                    break;
-                }
-                cursor = Some(next);
-                page_number += 1;
+        match pager.advance(spec, page.cursor) {
+            Advance::End => break,
+            Advance::Next => page_number += 1,
+            Advance::CursorLoop { repeated } => {
+                let shown: String = repeated.chars().take(80).collect();
+                failure = Some(Stopped {
+                    url,
+                    reason: format!(
+                        "the server returned cursor {shown:?} a second time; stopping \
+                         instead of looping (page {} would repeat an earlier page)",
+                        page_number + 1
+                    ),
+                    page: page_number + 1,
+                    resume_cursor: Some(repeated),
+                });
+                break;
             }
         }
     }
+    if let Pager::Detail(detail) = &pager {
+        detail.report(summary);
+    }
+    let cursor = pager.cursor();
 
     if let EndpointEnd::Interrupted = end {
         // Keep the batch layout of an uninterrupted run: records not yet in a
@@ -634,6 +934,13 @@ fn ingest_endpoint(
     }
 
     let written = writer.finish()?;
+    if spec.detail.is_none() {
+        let received = written.records + summary.duplicates_skipped;
+        let pages = spec
+            .page_size
+            .map_or(1, |n| received.div_ceil(u64::from(n)).max(1));
+        summary.requests_minimum = pages + u64::from(spec.context_path.is_some());
+    }
     summary.records_saved = written.records;
     summary.batches = written.batches;
     summary.bytes_written = written.bytes;

@@ -226,8 +226,16 @@ impl BatchWriter {
         name: &str,
         endpoint_path: &str,
         hash_log_path: Option<&Path>,
+        id_log_path: Option<&Path>,
         already: WrittenCounts,
     ) -> Result<Self, Error> {
+        let id_log = match id_log_path {
+            Some(path) => Some((
+                crate::ids::open_for_append(path, already.records)?,
+                path.to_path_buf(),
+            )),
+            None => None,
+        };
         let target = match (format, run_dir, hash_log_path) {
             (Format::Files | Format::Jsonl, Some(run_dir), Some(hash_log_path)) => {
                 let endpoint_dir = run_dir.join(name);
@@ -263,7 +271,7 @@ impl BatchWriter {
         let endpoint = endpoint_path.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("write-{name}"))
-            .spawn(move || write_batches(target, &endpoint, already, &inbox, &outbox))
+            .spawn(move || write_batches(target, id_log, &endpoint, already, &inbox, &outbox))
             .map_err(|e| Error::io("start writer thread for", Path::new(name), e))?;
         Ok(BatchWriter {
             pending: Vec::with_capacity(BATCH_SIZE),
@@ -389,6 +397,7 @@ impl Drop for BatchWriter {
 /// fails (the error is reported and the thread stops).
 fn write_batches(
     mut target: Target,
+    mut id_log: Option<(File, PathBuf)>,
     endpoint_path: &str,
     mut committed: WrittenCounts,
     inbox: &mpsc::Receiver<Batch>,
@@ -396,7 +405,13 @@ fn write_batches(
 ) {
     let mut buf = Vec::with_capacity(1 << 20);
     while let Ok(batch) = inbox.recv() {
-        match commit_batch(&mut target, endpoint_path, &batch, &mut buf) {
+        match commit_batch(
+            &mut target,
+            id_log.as_mut(),
+            endpoint_path,
+            &batch,
+            &mut buf,
+        ) {
             Ok(bytes) => {
                 committed.records += batch.records.len() as u64;
                 committed.batches += 1;
@@ -419,6 +434,7 @@ fn write_batches(
 /// Writes one batch to its target; returns the envelope bytes written.
 fn commit_batch(
     target: &mut Target,
+    id_log: Option<&mut (File, PathBuf)>,
     endpoint_path: &str,
     batch: &Batch,
     buf: &mut Vec<u8>,
@@ -438,7 +454,9 @@ fn commit_batch(
             out.write_all(buf)
                 .and_then(|()| out.flush())
                 .map_err(|e| Error::io("write", Path::new("standard output"), e))?;
-            Ok(buf.len() as u64)
+            let bytes = buf.len() as u64;
+            append_ids(id_log, &batch.records, buf)?;
+            Ok(bytes)
         }
         Target::Dir {
             endpoint_dir,
@@ -455,10 +473,12 @@ fn commit_batch(
                     write_envelope(endpoint_path, record, position(offset), buf);
                 }
                 fs::write(&partial, &buf[..]).map_err(|e| Error::io("write", &partial, e))?;
+                let bytes = buf.len() as u64;
                 append_hashes(hash_log, hash_log_path, &batch.records)?;
+                append_ids(id_log, &batch.records, buf)?;
                 fs::rename(&partial, &final_path)
                     .map_err(|e| Error::io("commit batch", &final_path, e))?;
-                buf.len() as u64
+                bytes
             } else {
                 let final_dir = endpoint_dir.join(&name);
                 let partial_dir = endpoint_dir.join(format!("{name}{PARTIAL_SUFFIX}"));
@@ -482,6 +502,7 @@ fn commit_batch(
                     bytes += buf.len() as u64;
                 }
                 append_hashes(hash_log, hash_log_path, &batch.records)?;
+                append_ids(id_log, &batch.records, buf)?;
                 fs::rename(&partial_dir, &final_dir)
                     .map_err(|e| Error::io("commit batch", &final_dir, e))?;
                 bytes
@@ -489,6 +510,20 @@ fn commit_batch(
             Ok(bytes)
         }
     }
+}
+
+/// Appends the batch's id lines to the id log, if the endpoint keeps one.
+fn append_ids(
+    id_log: Option<&mut (File, PathBuf)>,
+    records: &[Record],
+    buf: &mut Vec<u8>,
+) -> Result<(), Error> {
+    let Some((log, path)) = id_log else {
+        return Ok(());
+    };
+    buf.clear();
+    crate::ids::append_id_lines(records, buf);
+    log.write_all(buf).map_err(|e| Error::io("write", path, e))
 }
 
 fn append_hashes(log: &mut File, path: &Path, records: &[Record]) -> Result<(), Error> {

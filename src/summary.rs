@@ -4,7 +4,7 @@
 //! Every count here is of what is on disk: `records_saved` equals the record files in
 //! the endpoint's committed batch folders.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +59,12 @@ pub(crate) struct EndpointSummary {
     pub(crate) pages: u64,
     /// HTTP requests sent (all attempts).
     pub(crate) requests: u64,
+    /// The fewest requests the records saved could have taken: pages at the largest
+    /// page size (at least one), plus the cutoff document for the archive endpoints;
+    /// for detail endpoints ceil(ids / 100) with the batch order-book endpoint, else
+    /// one per id. `requests` above it shows retries, overlap or fallbacks.
+    #[serde(default)]
+    pub(crate) requests_minimum: u64,
     /// Response body bytes received in parsed pages.
     pub(crate) bytes_received: u64,
     /// Committed batch folders.
@@ -78,6 +84,26 @@ pub(crate) struct EndpointSummary {
     /// Every stretch in extended recovery mode.
     pub(crate) recovery_episodes: Vec<RecoveryEpisode>,
     pub(crate) failure: Option<FailurePoint>,
+    /// Detail endpoints: where the ids came from (`markets`, ... or `--tickers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ids_from: Option<String>,
+    /// Detail endpoints: distinct ids asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ids_requested: Option<u64>,
+    /// Detail endpoints: id-log lines not asked for (records without an id, empty
+    /// ids, repeats of an id already asked for).
+    #[serde(default)]
+    pub(crate) ids_skipped: u64,
+    /// Detail endpoints: ids the server answered with HTTP 404 (sorted). Not an error:
+    /// a market can disappear, or be too new, between the list and the detail request.
+    #[serde(default)]
+    pub(crate) not_found: BTreeSet<String>,
+    /// `orderbooks`: why the per-market endpoint was used instead of the batch one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) fallback: Option<String>,
+    /// Archive endpoints: `/historical/cutoff` as received when the endpoint started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) historical_cutoff: Option<serde_json::Value>,
 }
 
 /// One stretch of extended recovery mode.
@@ -121,6 +147,15 @@ pub(crate) struct Summary {
     pub(crate) duration_seconds: f64,
     pub(crate) base_url: String,
     pub(crate) endpoints_planned: Vec<String>,
+    /// Endpoints of the default plan the discovery file left out, with the reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) endpoints_left_out: BTreeMap<String, String>,
+    /// The discovery file the plan was adjusted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) discovery_file: Option<String>,
+    /// `--tickers` as given, when the detail endpoints read their ids from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tickers_from: Option<String>,
     /// `files`, `jsonl` or `stdout`.
     pub(crate) format: String,
     /// The filters the run was started with.

@@ -13,10 +13,16 @@ pub struct FakeApi {
 
 impl FakeApi {
     /// Starts the fake with `args` (see `fake-kalshi --help`), logging requests into
-    /// `log_dir`.
+    /// `log_dir`. The historical archive is empty unless `--historical` is given, so
+    /// the tests written for the three current lists keep their record counts (the
+    /// default plan still asks for the cutoff and the archive's one empty page).
     pub fn start(log_dir: &std::path::Path, args: &[&str]) -> FakeApi {
         let log = log_dir.join("fake-requests.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fake-kalshi"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fake-kalshi"));
+        if !args.contains(&"--historical") {
+            command.args(["--historical", "0"]);
+        }
+        let mut child = command
             .args(args)
             .arg("--request-log")
             .arg(&log)

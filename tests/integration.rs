@@ -5,6 +5,7 @@ mod fake;
 mod util;
 
 mod cli;
+mod details;
 mod hostile;
 mod layout;
 mod pipeline;

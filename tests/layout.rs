@@ -40,9 +40,10 @@ fn default_run_fetches_every_record_exactly_once() {
         assert_eq!(as_u64(&summary["records_saved"]), want.len() as u64);
         assert_eq!(as_u64(&summary["duplicates_skipped"]), 0);
     }
-    // Maximum page sizes: markets 1000 a page (3 requests), events 200 (3), series 1.
+    // Maximum page sizes: markets 1000 a page (3 requests), events 200 (3), series 1,
+    // and the (empty) archive: its cutoff and one page.
     let targets = fake.requests();
-    assert_eq!(targets.len(), 1 + 3 + 3, "{targets:#?}");
+    assert_eq!(targets.len(), 1 + 3 + 3 + 2, "{targets:#?}");
     assert!(
         targets
             .iter()
@@ -64,7 +65,7 @@ fn default_run_fetches_every_record_exactly_once() {
     assert_eq!(run.summary["exit_code"], 0);
     assert_eq!(
         run.summary["endpoints_planned"],
-        serde_json::json!(["series", "events", "markets"])
+        serde_json::json!(["series", "events", "markets", "historical_markets"])
     );
     assert_eq!(run.summary["base_url"], fake.url.as_str());
 }

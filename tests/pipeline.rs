@@ -376,7 +376,10 @@ fn max_records_samples_each_endpoint_and_says_so() {
         assert_eq!(run.endpoint(name)["status"], status, "{name}");
     }
     assert_eq!(
-        requests.iter().filter(|r| r.contains("/markets")).count(),
+        requests
+            .iter()
+            .filter(|r| r.contains("/v2/markets"))
+            .count(),
         1
     );
     let report = verify(&run_dir_of(&out));

@@ -332,7 +332,7 @@ fn a_permanent_client_error_fails_one_endpoint_and_the_run_goes_on() {
         assert_eq!(e["requests"], 1, "a 404 is not retried: {e}");
         let error = e["failure"]["error"].as_str().expect("error");
         assert!(
-            error.contains("HTTP 404") && error.contains("[client_error]"),
+            error.contains("HTTP 404") && error.contains("[not_found]"),
             "{error}"
         );
     }

@@ -189,6 +189,14 @@ impl RunOutput {
             .unwrap_or_else(|| panic!("no summary for {name}"))
     }
 
+    /// The envelopes of one endpoint, in record_index order.
+    pub fn records(&self, endpoint: &str) -> Vec<&Value> {
+        self.records
+            .get(endpoint)
+            .map(|files| files.iter().map(|f| &f.envelope).collect())
+            .unwrap_or_default()
+    }
+
     /// The record ids of one endpoint, in record_index order.
     pub fn ids(&self, endpoint: &str) -> Vec<String> {
         self.records
