@@ -274,11 +274,25 @@ pub(crate) fn discover(fetcher: &mut Fetcher) -> Result<Discovery, Error> {
         };
         let url = fetcher.client.url_for(&per_id, &[]);
         let mut probe = probe_url(fetcher, name, &shown, &url, Some(&sample))?;
-        if let (PerIdRecord::Member(key), Some(body)) = (detail.per_id_record, &probe.body)
-            && !body.get(key).is_some_and(Value::is_object)
-        {
-            probe.entry.reachable = false;
-            probe.entry.note = Some(format!("the answer has no \"{key}\" object"));
+        probe.entry.paginated = Some(false);
+        if let Some(body) = &probe.body {
+            let record = match detail.per_id_record {
+                PerIdRecord::Member(key) => body.get(key),
+                PerIdRecord::Body => body
+                    .as_object()
+                    .and_then(|m| m.values().find(|v| v.is_object())),
+                PerIdRecord::BodyWithId => None,
+            };
+            match (detail.per_id_record, record) {
+                (PerIdRecord::Member(key), None) => {
+                    probe.entry.reachable = false;
+                    probe.entry.note = Some(format!("the answer has no \"{key}\" object"));
+                }
+                (_, Some(record)) if record.get(spec.id_field).is_some() => {
+                    probe.entry.id_field = Some(spec.id_field.to_string());
+                }
+                _ => {}
+            }
         }
         entries.push(probe.entry);
     }

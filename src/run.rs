@@ -96,18 +96,42 @@ fn set_up(config: &RunConfig) -> Result<Setup, Error> {
         None => {
             let mut endpoints = config.endpoints.clone();
             let discovery_path = config.discovery_path();
-            let discovery_used = config.discovery.is_some() || discovery_path.is_file();
-            let changes = if discovery_used {
+            let discovery = if config.discovery.is_some() || discovery_path.is_file() {
                 let discovery = discover::load(&discovery_path)?;
-                info!("plan adjusted with {}", discovery_path.display());
-                discover::apply(
-                    &discovery,
-                    &discovery_path,
-                    &mut endpoints,
-                    config.endpoints_explicit,
-                )
+                if discovery.base_url == config.base_url {
+                    Some(discovery)
+                } else if config.discovery.is_some() {
+                    warn!(
+                        "{} describes {}, not {}; using it as asked (--discovery)",
+                        discovery_path.display(),
+                        discovery.base_url,
+                        config.base_url
+                    );
+                    Some(discovery)
+                } else {
+                    warn!(
+                        "{} describes {}, not {}; ignored (pass --discovery to use it anyway)",
+                        discovery_path.display(),
+                        discovery.base_url,
+                        config.base_url
+                    );
+                    None
+                }
             } else {
-                discover::PlanChanges::default()
+                None
+            };
+            let discovery_used = discovery.is_some();
+            let changes = match &discovery {
+                Some(discovery) => {
+                    info!("plan adjusted with {}", discovery_path.display());
+                    discover::apply(
+                        discovery,
+                        &discovery_path,
+                        &mut endpoints,
+                        config.endpoints_explicit,
+                    )
+                }
+                None => discover::PlanChanges::default(),
             };
             if endpoints.is_empty() {
                 return Err(Error::Usage(format!(

@@ -408,6 +408,8 @@ fn discover_reports_what_the_server_serves_and_run_follows_it() {
     assert_eq!(batch["reachable"], false);
     assert_eq!(batch["status"], 404);
     assert_eq!(entry("orderbook_per_market")["reachable"], true);
+    assert_eq!(entry("market_details")["id_field"], "ticker");
+    assert_eq!(entry("event_details")["id_field"], "event_ticker");
     for name in [
         "historical_markets",
         "market_details",
@@ -482,6 +484,19 @@ fn endpoints_the_server_refuses_leave_the_default_plan() {
             .is_some_and(|why| why.contains("404"))
     );
     assert_eq!(count(&fake.requests(), "/historical/"), 0);
+
+    // In the default location, a file describing another server is ignored.
+    let out_dir = dir.path.join("out");
+    std::fs::copy(&file, out_dir.join("discovered_endpoints.json")).expect("copy");
+    let out = ingest_into(&fake.url, &dir, &["--rate=0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("describes u, not") && err.contains("ignored"),
+        "{err}"
+    );
+    let run = RunOutput::read(&run_dir_of(&out));
+    assert_eq!(run.summary["endpoints_planned"][3], "historical_markets");
 }
 
 #[test]

@@ -170,3 +170,57 @@ fn a_read_only_output_folder_is_a_one_line_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn hostile_ids_reach_detail_endpoints_as_one_path_segment() {
+    let dir = Dir::new("hostile-details");
+    let fake = FakeApi::start(
+        &dir.path,
+        &[
+            "--markets",
+            "40",
+            "--events",
+            "4",
+            "--series",
+            "2",
+            "--hostile-ids",
+            "--no-batch-orderbooks",
+        ],
+    );
+    let out = ingest_into(
+        &fake.url,
+        &dir,
+        &[
+            "--endpoints",
+            "markets,market_details,orderbooks",
+            "--rate=0",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let run = RunOutput::read(&run_dir_of(&out));
+    // Every market but the one with an empty ticker (which has no path) was found by
+    // its own id: `..`, `a/b`, control characters and all.
+    let mut want = run.ids("markets");
+    want.retain(|id| !id.is_empty());
+    assert_eq!(run.ids("market_details"), want);
+    assert_eq!(run.ids("orderbooks"), want);
+    for endpoint in ["market_details", "orderbooks"] {
+        let e = run.endpoint(endpoint);
+        assert_eq!(e["status"], "complete", "{e}");
+        assert_eq!(e["ids_skipped"], 1, "the empty id: {e}");
+        assert_eq!(e["not_found"], serde_json::json!([]), "{e}");
+    }
+    // The ids went out percent-encoded, never as extra path steps.
+    let requests = fake.requests();
+    assert!(
+        requests.iter().any(|r| r.contains("/markets/a%2Fb ")),
+        "{requests:#?}"
+    );
+    assert!(requests.iter().any(|r| r.contains("/markets/%2E%2E ")));
+    assert!(!requests.iter().any(|r| r.contains("/../")));
+    for path in crate::util::walk(&dir.path.join("out")) {
+        assert!(path.starts_with(run_dir_of(&out)), "{}", path.display());
+    }
+    let report = verify(&run_dir_of(&out));
+    assert_eq!(report.status.code(), Some(0), "{}", show(&report));
+}
