@@ -81,6 +81,29 @@ fn unexpected(reason: String) -> Failure {
 }
 
 fn parse_fetched(fetched: &Fetched, shape: &Shape) -> Result<PageData, Failure> {
+    parse_records(fetched, shape).map_err(|failure| match not_utf8(&fetched.body) {
+        // The server sends the same bytes again: retrying cannot help.
+        Some(reason) if failure.class != FailureClass::Truncated => {
+            Failure::new(FailureClass::BadRecord, reason)
+        }
+        _ => failure,
+    })
+}
+
+/// Why `body` is not UTF-8, if it is not (checked only after a parse failed, so a
+/// good page is scanned once, by the parser).
+fn not_utf8(body: &[u8]) -> Option<String> {
+    let err = std::str::from_utf8(body).err()?;
+    let at = err.valid_up_to();
+    Some(format!(
+        "unexpected response: body is not UTF-8 (byte 0x{:02x} at offset {at} of {}); \
+         the server sends the same bytes again, so the page is not retried",
+        body.get(at).copied().unwrap_or(0),
+        body.len()
+    ))
+}
+
+fn parse_records(fetched: &Fetched, shape: &Shape) -> Result<PageData, Failure> {
     let ingestion_time = timestamp::compact(timestamp::now());
     let mut scratch = Vec::with_capacity(16 * 1024);
     let bad_record = |e: String| {

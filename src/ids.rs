@@ -42,7 +42,7 @@ pub(crate) fn append_id_lines(records: &[Record], out: &mut Vec<u8>) {
 /// records a checkpoint covers); lines past them belong to batches a resume removed.
 pub(crate) fn open_for_append(path: &Path, records: u64) -> Result<File, Error> {
     if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(|e| Error::io("create folder", parent, e))?;
+        crate::store::ensure_dir(parent)?;
     }
     let mut file = File::options()
         .read(true)
@@ -114,7 +114,7 @@ pub(crate) fn import_tickers(source: &Path, dest: &Path) -> Result<u64, Error> {
         Box::new(file)
     };
     if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent).map_err(|e| Error::io("create folder", parent, e))?;
+        crate::store::ensure_dir(parent)?;
     }
     let partial = dest.with_extension("ids.partial");
     let out = File::create(&partial).map_err(|e| Error::io("create", &partial, e))?;

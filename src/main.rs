@@ -25,6 +25,8 @@ mod run;
 mod signal;
 mod store;
 mod summary;
+#[cfg(test)]
+mod testgen;
 mod timestamp;
 mod verify;
 

@@ -430,17 +430,39 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
                 break;
             }
             Err(e) => {
-                error!("{}: stopping the run: {e}", spec.name);
+                match dir.filter(|d| !d.is_dir()) {
+                    Some(gone) => error!("{}", folder_gone_message(gone)),
+                    None => error!("{}: stopping the run: {e}", spec.name),
+                }
                 stopped_early = Some(e.to_string());
                 fatal = true;
                 break;
             }
         }
     }
-    if let Some(Err(e)) = syncer.map(Syncer::finish) {
-        error!("stopping the run: {e}");
-        stopped_early.get_or_insert(e.to_string());
-        fatal = true;
+    // The run folder deleted or moved away while the run wrote into it: nothing more
+    // can be saved there, and nothing is re-created in its place.
+    let folder_gone = dir.is_some_and(|d| !d.is_dir());
+    match syncer.map(Syncer::finish) {
+        Some(Err(_)) if folder_gone => fatal = true,
+        Some(Err(e)) => {
+            error!("stopping the run: {e}");
+            stopped_early.get_or_insert(e.to_string());
+            fatal = true;
+        }
+        _ => {}
+    }
+    if folder_gone {
+        if !fatal && let Some(gone) = dir {
+            error!("{}", folder_gone_message(gone));
+        }
+        if let Some(temp) = state_dir.as_ref().filter(|_| temp_state) {
+            let _ = std::fs::remove_dir_all(temp);
+        }
+        return Ok(RunOutcome {
+            run_dir,
+            exit_code: EXIT_FATAL,
+        });
     }
 
     let totals = Totals::of(&summaries);
@@ -594,6 +616,16 @@ fn endpoint_inputs(
         ids: Some(ids),
         batch_usable: !manifest.batch_unavailable.iter().any(|n| n == spec.name),
     })
+}
+
+/// The one line said when the run folder disappears during a run.
+fn folder_gone_message(dir: &Path) -> String {
+    format!(
+        "the run folder {} is gone (deleted or moved while the run was writing); \
+         nothing more can be saved there and nothing is re-created. If it was moved, \
+         continue it from its new place with --resume; else start a new run",
+        dir.display()
+    )
 }
 
 /// How an endpoint's give-up affects the rest of the run.

@@ -124,6 +124,16 @@ fn remove_leftovers(endpoint_dir: &Path, first_stale: u64) -> Result<(), Error> 
     Ok(())
 }
 
+/// Creates one folder inside an existing one (never its parents: a run folder that
+/// was deleted during a run must not be re-created piecemeal).
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), Error> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(Error::io("create folder", dir, e)),
+    }
+}
+
 /// Writes `bytes` to `path` atomically: a temporary sibling, synced, then renamed.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let tmp = path.with_extension("tmp");
@@ -239,12 +249,10 @@ impl BatchWriter {
         let target = match (format, run_dir, hash_log_path) {
             (Format::Files | Format::Jsonl, Some(run_dir), Some(hash_log_path)) => {
                 let endpoint_dir = run_dir.join(name);
-                fs::create_dir_all(&endpoint_dir)
-                    .map_err(|e| Error::io("create endpoint folder", &endpoint_dir, e))?;
+                ensure_dir(&endpoint_dir)?;
                 remove_leftovers(&endpoint_dir, already.batches)?;
                 if let Some(parent) = hash_log_path.parent() {
-                    fs::create_dir_all(parent)
-                        .map_err(|e| Error::io("create folder", parent, e))?;
+                    ensure_dir(parent)?;
                 }
                 let hash_log = File::options()
                     .create(true)
@@ -580,5 +588,49 @@ mod tests {
         );
         assert_eq!(sanitize_id(None), "noid");
         assert_eq!(record_file_name(12_345_678, Some("T")), "12345678_T.json");
+    }
+    /// Property: for any id (control characters, separators, dots, non-ASCII, very
+    /// long), the record file name is one plain component inside the batch folder,
+    /// made of safe characters, bounded in length, and unique per record index.
+    #[test]
+    fn generated_ids_always_make_safe_unique_names() {
+        let mut rng = crate::testgen::Rng::new(0xA076_1D64_78BD_642F);
+        let pieces = [
+            "a", "Z", "9", "-", "_", ".", "..", "/", "\\", "\0", "\n", "\u{1b}", "\u{7f}", " ",
+            ":", "*", "?", "<", "CON", "nul", "é", "市场", "😀", "\u{202e}", "%2F", "~",
+        ];
+        let mut names = std::collections::HashSet::new();
+        for index in 0..20_000u64 {
+            let id: String = (0..rng.below(120))
+                .map(|_| rng.pick(&pieces))
+                .collect::<Vec<_>>()
+                .concat();
+            let name = record_file_name(index, Some(&id));
+            assert!(name.starts_with(&format!("{index:07}_")), "{name}");
+            assert!(name.ends_with(".json"), "{name}");
+            assert!(name.len() <= 8 + MAX_ID_IN_NAME + 5 + 1, "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+                "{id:?} -> {name}"
+            );
+            let mut parts = Path::new(&name).components();
+            assert!(
+                matches!(parts.next(), Some(std::path::Component::Normal(_)))
+                    && parts.next().is_none(),
+                "{name}"
+            );
+            let sanitized = sanitize_id(Some(&id));
+            assert!(
+                !sanitized.starts_with('.') && !sanitized.is_empty(),
+                "{id:?}"
+            );
+            assert_eq!(
+                sanitize_id(Some(&sanitized)),
+                sanitized,
+                "idempotent for {id:?}"
+            );
+            assert!(names.insert(name), "unique per index");
+        }
     }
 }

@@ -224,3 +224,134 @@ fn hostile_ids_reach_detail_endpoints_as_one_path_segment() {
     let report = verify(&run_dir_of(&out));
     assert_eq!(report.status.code(), Some(0), "{}", show(&report));
 }
+
+#[test]
+fn a_run_folder_moved_away_mid_run_is_one_clear_error_and_resumes_from_its_new_place() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = Dir::new("folder-gone");
+    let fake = FakeApi::start(
+        &dir.path,
+        &[
+            "--markets",
+            "5000",
+            "--events",
+            "10",
+            "--series",
+            "2",
+            "--latency-ms",
+            "20",
+        ],
+    );
+    let out_dir = dir.path.join("out");
+    let child = Command::new(env!("CARGO_BIN_EXE_kalshi-ingest"))
+        .env_clear()
+        .args([
+            "--base-url",
+            &fake.url,
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+            "--endpoints",
+            "markets",
+            "--rate=0",
+            "--progress-interval=0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run_dir = loop {
+        assert!(Instant::now() < deadline, "no batch appeared");
+        let found = std::fs::read_dir(&out_dir).ok().and_then(|mut d| {
+            d.find_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("markets/batch_0001").is_dir())
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    // Moved away in one step (as `rm -rf` would make it vanish, but keeping it).
+    let moved = dir.path.join(run_dir.file_name().expect("name"));
+    std::fs::rename(&run_dir, &moved).expect("move the run folder");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let gone: Vec<&str> = err.lines().filter(|l| l.contains("is gone")).collect();
+    assert_eq!(gone.len(), 1, "{err}");
+    assert!(gone[0].contains(run_dir.to_str().expect("utf-8")), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!run_dir.exists(), "nothing is re-created at the old path");
+    // Its checkpoint is consistent: resuming from the new place completes the run.
+    let resumed = crate::util::ingest(&[
+        "run",
+        "--resume",
+        moved.to_str().expect("utf-8"),
+        "--rate=0",
+    ]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", show(&resumed));
+    let run = RunOutput::read(&moved);
+    assert_eq!(run.ids("markets"), crate::fake::market_ids(5000, 10, 2));
+    let report = verify(&moved);
+    assert_eq!(report.status.code(), Some(0), "{}", show(&report));
+}
+
+#[test]
+fn a_body_that_is_not_utf8_stops_the_endpoint_at_once_and_resume_completes() {
+    let dir = Dir::new("bad-utf8");
+    let bad = FakeApi::start(
+        &dir.path,
+        &[
+            "--events",
+            "500",
+            "--series",
+            "2",
+            "--markets",
+            "5",
+            "--faults",
+            "badutf8",
+            "--fault-rate",
+            "1",
+            "--faults-after",
+            "1",
+        ],
+    );
+    let out = ingest_into(
+        &bad.url,
+        &dir,
+        &["--endpoints", "events,series", "--rate=0"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let run_dir = run_dir_of(&out);
+    let run = RunOutput::read(&run_dir);
+    let events = run.endpoint("events");
+    assert_eq!(events["status"], "incomplete");
+    assert_eq!(events["records_saved"], 200, "page 1 is kept");
+    assert_eq!(events["requests"], 2, "not retried: {events}");
+    let error = events["failure"]["error"].as_str().expect("error");
+    assert!(
+        error.contains("not UTF-8") && error.ends_with("[bad_record]"),
+        "{error}"
+    );
+    // The run went on: series failed the same way, on its only page.
+    assert_eq!(run.endpoint("series")["status"], "incomplete");
+    drop(bad);
+    let good = FakeApi::start(
+        &dir.path,
+        &["--events", "500", "--series", "2", "--markets", "5"],
+    );
+    let resumed = ingest(&[
+        "run",
+        "--resume",
+        run_dir.to_str().expect("utf-8"),
+        "--base-url",
+        &good.url,
+        "--rate=0",
+    ]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", show(&resumed));
+    let run = RunOutput::read(&run_dir);
+    assert_eq!(run.ids("events"), crate::fake::event_ids(500, 2));
+    let report = verify(&run_dir);
+    assert_eq!(report.status.code(), Some(0), "{}", show(&report));
+}

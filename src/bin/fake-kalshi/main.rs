@@ -49,8 +49,9 @@ PAGING QUIRKS:
 
 FAULTS:
     --fault-rate F        Fraction of requests (0..1) that get a random fault
-    --faults LIST         Kinds to draw from: 500,502,503,429,stall,reset,truncate,html
-                          [default: all]
+    --faults LIST         Kinds to draw from: 500,502,503,429,stall,reset,truncate,html,
+                          badutf8 (a 200 with a byte that is not UTF-8)
+                          [default: all but badutf8]
     --seed N              Seed for the fault draws [default: 1]
     --faults-after N      Exempt the first N requests from faults [default: 0]
     --stall-ms MS         How long a stall fault holds the response [default: 30000]

@@ -24,9 +24,13 @@ pub enum FaultKind {
     Reset,
     Truncate,
     Html,
+    /// A 200 whose JSON holds a byte that is not UTF-8.
+    BadUtf8,
 }
 
 impl FaultKind {
+    /// The kinds drawn by default (`badutf8` only when asked for: it is not a
+    /// transient fault, so a random mix would make runs fail for good).
     pub const ALL: [FaultKind; 8] = [
         FaultKind::Status500,
         FaultKind::Status502,
@@ -48,6 +52,7 @@ impl FaultKind {
             "reset" => FaultKind::Reset,
             "truncate" => FaultKind::Truncate,
             "html" => FaultKind::Html,
+            "badutf8" => FaultKind::BadUtf8,
             _ => return None,
         })
     }
@@ -94,6 +99,8 @@ enum Reply {
         /// Send only this many bytes of the body, then close (a truncated transfer).
         cut_at: Option<usize>,
     },
+    /// A 200 JSON answer given as raw bytes (possibly not UTF-8).
+    Bytes(Vec<u8>),
     /// Close the connection without answering.
     Reset,
     /// Hold the connection open, then close it without answering.
@@ -161,9 +168,14 @@ fn handle_connection(stream: TcpStream, state: &State) -> std::io::Result<()> {
         let reply = respond(state, n, &target);
         log_request(state, n, &target, &reply);
         match reply {
-            Reply::Json(status, body) => {
-                write_response(&mut writer, status, "application/json", &body, &[], None)?
-            }
+            Reply::Json(status, body) => write_response(
+                &mut writer,
+                status,
+                "application/json",
+                body.as_bytes(),
+                &[],
+                None,
+            )?,
             Reply::Raw {
                 status,
                 content_type,
@@ -175,13 +187,16 @@ fn handle_connection(stream: TcpStream, state: &State) -> std::io::Result<()> {
                     &mut writer,
                     status,
                     content_type,
-                    &body,
+                    body.as_bytes(),
                     &extra_headers,
                     cut_at,
                 )?;
                 if cut_at.is_some() {
                     return Ok(());
                 }
+            }
+            Reply::Bytes(body) => {
+                write_response(&mut writer, 200, "application/json", &body, &[], None)?
             }
             Reply::Reset => return Ok(()),
             Reply::Stall(d) => {
@@ -196,7 +211,7 @@ fn write_response(
     w: &mut TcpStream,
     status: u16,
     content_type: &str,
-    body: &str,
+    body: &[u8],
     extra: &[(String, String)],
     cut_at: Option<usize>,
 ) -> std::io::Result<()> {
@@ -219,8 +234,7 @@ fn write_response(
     }
     head.push_str("\r\n");
     w.write_all(head.as_bytes())?;
-    let bytes = body.as_bytes();
-    let bytes = &bytes[..cut_at.unwrap_or(bytes.len()).min(bytes.len())];
+    let bytes = &body[..cut_at.unwrap_or(body.len()).min(body.len())];
     w.write_all(bytes)?;
     w.flush()
 }
@@ -242,6 +256,7 @@ fn log_request(state: &State, n: u64, target: &str, reply: &Reply) {
             format!("{status}-html")
         }
         Reply::Raw { status, .. } => status.to_string(),
+        Reply::Bytes(_) => "200-badutf8".to_string(),
         Reply::Reset => "reset".to_string(),
         Reply::Stall(_) => "stall".to_string(),
     };
@@ -332,6 +347,20 @@ fn inject(state: &State, kind: FaultKind, target: &str) -> Reply {
             body: "<html><body><h1>502 Bad Gateway</h1></body></html>".to_string(),
             extra_headers: vec![],
             cut_at: None,
+        },
+        FaultKind::BadUtf8 => match route(state, target) {
+            Reply::Json(200, body) => {
+                let mut bytes = body.into_bytes();
+                let at = bytes
+                    .windows(9)
+                    .position(|w| w == br#""title":""#)
+                    .map_or(bytes.len() / 2, |p| p + 9);
+                if let Some(b) = bytes.get_mut(at) {
+                    *b = 0xff;
+                }
+                Reply::Bytes(bytes)
+            }
+            other => other,
         },
         FaultKind::Truncate => match route(state, target) {
             Reply::Json(200, body) => {
