@@ -300,7 +300,7 @@ mod tests {
     #[test]
     fn damaged_pages_never_panic_the_parser_or_the_hasher() {
         let mut rng = crate::testgen::Rng::new(0xD1B5_4A32_D192_ED03);
-        let mut scratch = Vec::new();
+        let mut scratch = crate::record::RecordScratch::default();
         let mut parsed = 0;
         for _ in 0..20_000 {
             let (body, _, _) = generated_page(&mut rng, "events");

@@ -63,18 +63,28 @@ pub(crate) struct Record {
     pub(crate) ingestion_time: String,
 }
 
-/// Hashes one raw array element and extracts its id. Reuses `scratch` for the
-/// canonical bytes so that hashing a page allocates little.
+/// What hashing records reuses from one record to the next: the canonical bytes'
+/// buffer and the canonicalizer's buffers and key-order cache.
+#[derive(Default)]
+pub(crate) struct RecordScratch {
+    canonical: crate::canonical::Canonicalizer,
+    bytes: Vec<u8>,
+}
+
+/// Hashes one raw array element and extracts its id. Reuse one `scratch` for the
+/// records of a page, so that hashing them allocates little.
 pub(crate) fn make_record(
     raw: &RawValue,
     id_field: &str,
     ingestion_time: &str,
-    scratch: &mut Vec<u8>,
+    scratch: &mut RecordScratch,
 ) -> Result<Record, String> {
     let json = raw.get();
-    scratch.clear();
-    let found = crate::canonical::canonicalize(json, id_field, scratch)?;
-    let hash = RecordHash(Sha256::digest(&scratch[..]).into());
+    scratch.bytes.clear();
+    let found = scratch
+        .canonical
+        .canonicalize(json, id_field, &mut scratch.bytes)?;
+    let hash = RecordHash(Sha256::digest(&scratch.bytes[..]).into());
     let data = if found.had_whitespace {
         let mut data = Vec::with_capacity(json.len());
         write_minified(json.as_bytes(), &mut data);
@@ -252,7 +262,18 @@ fn python_float_repr(x: f64) -> String {
 
 /// Writes `s` as a JSON string with the escapes described in the module docs.
 pub(crate) fn write_json_string(s: &str, out: &mut Vec<u8>) {
-    serde_json::to_writer(&mut *out, s).expect("serializing a str into a Vec cannot fail");
+    // Most strings (ids, times) need no escape: copy them between quotes.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
+    if serde_json::to_writer(&mut *out, s).is_err() {
+        // Unreachable: writing a str into a Vec cannot fail. Keep the output JSON.
+        out.extend_from_slice(b"\"\"");
+    }
 }
 
 /// Copies JSON text, dropping whitespace between tokens (never inside strings).
@@ -369,6 +390,24 @@ mod tests {
     }
 
     #[test]
+    fn json_strings_escape_exactly_what_serde_json_escapes() {
+        for s in [
+            "plain",
+            "",
+            "a\"b",
+            "back\\slash",
+            "ctl\u{1}\u{1f}",
+            "del\u{7f}",
+            "é😀",
+            "tab\t",
+        ] {
+            let mut fast = Vec::new();
+            write_json_string(s, &mut fast);
+            assert_eq!(fast, serde_json::to_vec(s).expect("serializes"), "{s:?}");
+        }
+    }
+
+    #[test]
     fn canonical_sorts_keys_and_drops_whitespace() {
         assert_eq!(
             canonical(r#"{ "b": [1, {"z": null, "a": true}], "a": "x" }"#),
@@ -432,7 +471,13 @@ mod tests {
         let raw: Box<RawValue> =
             serde_json::from_str(r#"{"ticker": "A/B", "x": 1.50, "new_field": {"k": []}}"#)
                 .expect("valid");
-        let rec = make_record(&raw, "ticker", "20260101_000000", &mut Vec::new()).expect("ok");
+        let rec = make_record(
+            &raw,
+            "ticker",
+            "20260101_000000",
+            &mut RecordScratch::default(),
+        )
+        .expect("ok");
         assert_eq!(rec.id.as_deref(), Some("A/B"));
         assert_eq!(
             rec.data,
@@ -440,14 +485,21 @@ mod tests {
         );
         let value: Value = serde_json::from_str(raw.get()).expect("valid");
         assert_eq!(rec.hash, hash_value(&value));
-        let missing = make_record(&raw, "event_ticker", "t", &mut Vec::new()).expect("ok");
+        let missing =
+            make_record(&raw, "event_ticker", "t", &mut RecordScratch::default()).expect("ok");
         assert_eq!(missing.id, None);
     }
 
     #[test]
     fn envelope_is_one_line_of_valid_json() {
         let raw: Box<RawValue> = serde_json::from_str(r#"{"ticker":"T\u0000"}"#).expect("valid");
-        let rec = make_record(&raw, "ticker", "20260101_000000", &mut Vec::new()).expect("ok");
+        let rec = make_record(
+            &raw,
+            "ticker",
+            "20260101_000000",
+            &mut RecordScratch::default(),
+        )
+        .expect("ok");
         let mut out = Vec::new();
         let pos = Position {
             record_index: 7,
