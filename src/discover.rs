@@ -436,7 +436,7 @@ fn probe_url(
             let body = page
                 .records
                 .first()
-                .and_then(|r| serde_json::from_slice::<Value>(&r.data).ok());
+                .and_then(|r| serde_json::from_slice::<Value>(r.data.as_bytes()).ok());
             info!("{name}: {url}: HTTP 200");
             Ok(Probe { entry, body })
         }

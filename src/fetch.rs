@@ -2,11 +2,13 @@
 //! loop driven by the `retry` state machine, with its logging (`TIMEOUT RECOVERY
 //! MODE`, `Network recovered`, `TIMEOUT RECOVERY FAILED`) and counters.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use log::{debug, error, warn};
 
 use crate::client::{Client, Failure, FailureClass, Fetched};
+use crate::hasher::PageHasher;
 use crate::pace::{Clock, RateLimiter};
 use serde_json::value::RawValue;
 
@@ -26,6 +28,8 @@ pub(crate) struct Fetcher<'c> {
     /// Whether any request of the run has succeeded yet.
     pub(crate) contacted: bool,
     pub(crate) requests: u64,
+    /// Hashes list pages (with a helper thread that lives as long as the fetcher).
+    pub(crate) hasher: PageHasher,
 }
 
 /// Why a page could not be had.
@@ -80,8 +84,13 @@ fn unexpected(reason: String) -> Failure {
     Failure::new(class, format!("unexpected response: {reason}"))
 }
 
-fn parse_fetched(fetched: &Fetched, shape: &Shape) -> Result<PageData, Failure> {
-    parse_records(fetched, shape).map_err(|failure| match not_utf8(&fetched.body) {
+fn parse_fetched(
+    fetched: Fetched,
+    shape: &Shape,
+    hasher: &mut PageHasher,
+) -> Result<PageData, Failure> {
+    let body = Arc::new(fetched.body);
+    parse_records(&body, shape, hasher).map_err(|failure| match not_utf8(&body) {
         // The server sends the same bytes again: retrying cannot help.
         Some(reason) if failure.class != FailureClass::Truncated => {
             Failure::new(FailureClass::BadRecord, reason)
@@ -103,8 +112,12 @@ fn not_utf8(body: &[u8]) -> Option<String> {
     ))
 }
 
-fn parse_records(fetched: &Fetched, shape: &Shape) -> Result<PageData, Failure> {
-    let ingestion_time = timestamp::compact(timestamp::now());
+fn parse_records(
+    body: &Arc<Vec<u8>>,
+    shape: &Shape,
+    hasher: &mut PageHasher,
+) -> Result<PageData, Failure> {
+    let ingestion_time: Arc<str> = timestamp::compact(timestamp::now()).into();
     let mut scratch = crate::record::RecordScratch::default();
     let bad_record = |e: String| {
         Failure::new(
@@ -117,9 +130,10 @@ fn parse_records(fetched: &Fetched, shape: &Shape) -> Result<PageData, Failure> 
             array_key,
             id_field,
         } => {
-            let page = parse_page(&fetched.body, array_key).map_err(unexpected)?;
-            let records =
-                make_records(&page.records, id_field, &ingestion_time).map_err(bad_record)?;
+            let page = parse_page(body, array_key).map_err(unexpected)?;
+            let records = hasher
+                .hash_page(body, &page.records, id_field, &ingestion_time)
+                .map_err(bad_record)?;
             (records, page.cursor)
         }
         Shape::Single {
@@ -131,7 +145,7 @@ fn parse_records(fetched: &Fetched, shape: &Shape) -> Result<PageData, Failure> 
                 PerIdRecord::Member(key) => Some(*key),
                 PerIdRecord::Body | PerIdRecord::BodyWithId => None,
             };
-            let raw = parse_single(&fetched.body, member).map_err(unexpected)?;
+            let raw = parse_single(body, member).map_err(unexpected)?;
             let with_id;
             let raw = if *record == PerIdRecord::BodyWithId {
                 with_id = prepend_member(raw, id_field, id).map_err(unexpected)?;
@@ -139,8 +153,8 @@ fn parse_records(fetched: &Fetched, shape: &Shape) -> Result<PageData, Failure> 
             } else {
                 raw
             };
-            let mut made =
-                make_record(raw, id_field, &ingestion_time, &mut scratch).map_err(bad_record)?;
+            let mut made = make_record(raw.get(), id_field, &ingestion_time, &mut scratch)
+                .map_err(bad_record)?;
             made.id = Some((*id).to_string());
             (vec![made], None)
         }
@@ -148,47 +162,7 @@ fn parse_records(fetched: &Fetched, shape: &Shape) -> Result<PageData, Failure> 
     Ok(PageData {
         records,
         cursor,
-        bytes: fetched.body.len() as u64,
-    })
-}
-
-/// Pages with fewer records than this are hashed on the calling thread only.
-const PARALLEL_MIN_RECORDS: usize = 64;
-
-/// Turns a page's raw elements into records, in order. Canonicalizing and hashing
-/// is the run's main CPU cost (profiled: ~75 % of a JSON Lines run), so a large page
-/// is split in two and the second half is done on a scoped helper thread while this
-/// one does the first: one page at a time, joined before the page is stored, so the
-/// run stays a sequential walk of pages. The records are identical either way.
-fn make_records(
-    raws: &[&RawValue],
-    id_field: &str,
-    ingestion_time: &str,
-) -> Result<Vec<Record>, String> {
-    let hash_all = |raws: &[&RawValue]| -> Result<Vec<Record>, String> {
-        let mut scratch = crate::record::RecordScratch::default();
-        raws.iter()
-            .map(|raw| make_record(raw, id_field, ingestion_time, &mut scratch))
-            .collect()
-    };
-    if raws.len() < PARALLEL_MIN_RECORDS {
-        return hash_all(raws);
-    }
-    let (first, second) = raws.split_at(raws.len() / 2);
-    std::thread::scope(|scope| {
-        let helper = std::thread::Builder::new()
-            .name("hash".into())
-            .spawn_scoped(scope, || hash_all(second));
-        let mut records = hash_all(first)?;
-        let rest = match helper {
-            Ok(handle) => handle
-                .join()
-                .unwrap_or_else(|_| Err("the hashing thread failed".to_string()))?,
-            // No thread to be had: do the second half here.
-            Err(_) => hash_all(second)?,
-        };
-        records.extend(rest);
-        Ok(records)
+        bytes: body.len() as u64,
     })
 }
 
@@ -249,13 +223,14 @@ impl Fetcher<'_> {
             }
             self.requests += 1;
             summary.requests += 1;
+            let hasher = &mut self.hasher;
             let result = self.client.get(url).and_then(|fetched| {
                 debug!(
                     "GET {url} -> 200, {} bytes, {} ms",
                     fetched.body.len(),
                     fetched.elapsed.as_millis()
                 );
-                parse_fetched(&fetched, shape)
+                parse_fetched(fetched, shape, hasher)
             });
             let outcome = match &result {
                 Ok(_) => Outcome::Success,

@@ -12,6 +12,7 @@ mod client;
 mod discover;
 mod error;
 mod fetch;
+mod hasher;
 mod ids;
 mod logger;
 mod pace;
@@ -34,6 +35,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use cli::Command;
+
 
 fn main() -> ExitCode {
     let raw = std::env::args_os().skip(1).collect();

@@ -323,7 +323,8 @@ mod tests {
             if let Ok(page) = parse_page(&bytes, "events") {
                 parsed += 1;
                 for raw in page.records {
-                    let _ = crate::record::make_record(raw, "ticker", "t", &mut scratch);
+                    let _ =
+                        crate::record::make_record(raw.get(), "ticker", &"t".into(), &mut scratch);
                 }
             }
         }

@@ -358,8 +358,8 @@ mod tests {
         Record {
             id: Some(id.to_string()),
             hash: RecordHash([0; 32]),
-            data: id.as_bytes().to_vec(),
-            ingestion_time: String::new(),
+            data: crate::record::RecordData::Own(id.as_bytes().to_vec()),
+            ingestion_time: "".into(),
         }
     }
 

@@ -18,9 +18,10 @@
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Range;
+use std::sync::Arc;
 
 use serde_json::Value;
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 /// The version of the envelope layout written into every record (`schema_version`).
@@ -58,9 +59,33 @@ pub(crate) struct Record {
     pub(crate) id: Option<String>,
     pub(crate) hash: RecordHash,
     /// The record's JSON exactly as received, minus whitespace between tokens.
-    pub(crate) data: Vec<u8>,
-    /// `YYYYMMDD_HHMMSS` of the moment the page holding it was received.
-    pub(crate) ingestion_time: String,
+    pub(crate) data: RecordData,
+    /// `YYYYMMDD_HHMMSS` of the moment the page holding it was received (shared by
+    /// the page's records).
+    pub(crate) ingestion_time: Arc<str>,
+}
+
+/// A record's JSON text: a slice of the page body it arrived in, shared and not
+/// copied (a page's records, and so the page, live until their batch is written:
+/// a few pages at most), or bytes of its own (a record that had whitespace to drop,
+/// or a detail answer). Profiled: a 2 KB copy per record was the static (musl)
+/// build's main cost, its allocator mapping and unmapping memory for them.
+#[derive(Debug)]
+pub(crate) enum RecordData {
+    Page {
+        page: Arc<Vec<u8>>,
+        range: Range<usize>,
+    },
+    Own(Vec<u8>),
+}
+
+impl RecordData {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            RecordData::Page { page, range } => page.get(range.clone()).unwrap_or_default(),
+            RecordData::Own(bytes) => bytes,
+        }
+    }
 }
 
 /// What hashing records reuses from one record to the next: the canonical bytes'
@@ -71,34 +96,65 @@ pub(crate) struct RecordScratch {
     bytes: Vec<u8>,
 }
 
-/// Hashes one raw array element and extracts its id. Reuse one `scratch` for the
-/// records of a page, so that hashing them allocates little.
+/// Hashes one record's JSON text and extracts its id (its data is a copy). Reuse one
+/// `scratch` for many records, so that hashing them allocates little.
 pub(crate) fn make_record(
-    raw: &RawValue,
+    json: &str,
     id_field: &str,
-    ingestion_time: &str,
+    ingestion_time: &Arc<str>,
     scratch: &mut RecordScratch,
 ) -> Result<Record, String> {
-    let json = raw.get();
+    let (id, hash, minified) = hash_record(json, id_field, scratch)?;
+    Ok(Record {
+        id,
+        hash,
+        data: RecordData::Own(minified.unwrap_or_else(|| json.as_bytes().to_vec())),
+        ingestion_time: Arc::clone(ingestion_time),
+    })
+}
+
+/// [`make_record`] for the text at `range` of `page` (`json` is that text): the
+/// record's data stays a slice of the page.
+pub(crate) fn make_record_in(
+    page: &Arc<Vec<u8>>,
+    range: Range<usize>,
+    json: &str,
+    id_field: &str,
+    ingestion_time: &Arc<str>,
+    scratch: &mut RecordScratch,
+) -> Result<Record, String> {
+    let (id, hash, minified) = hash_record(json, id_field, scratch)?;
+    let data = match minified {
+        Some(bytes) => RecordData::Own(bytes),
+        None => RecordData::Page {
+            page: Arc::clone(page),
+            range,
+        },
+    };
+    Ok(Record {
+        id,
+        hash,
+        data,
+        ingestion_time: Arc::clone(ingestion_time),
+    })
+}
+
+/// A record's id, its hash, and its minified text if it had whitespace to drop.
+type Hashed = (Option<String>, RecordHash, Option<Vec<u8>>);
+
+/// Hashes `json` and extracts its id.
+fn hash_record(json: &str, id_field: &str, scratch: &mut RecordScratch) -> Result<Hashed, String> {
     scratch.bytes.clear();
     let found = scratch
         .canonical
         .canonicalize(json, id_field, &mut scratch.bytes)?;
     let hash = RecordHash(Sha256::digest(&scratch.bytes[..]).into());
-    let data = if found.had_whitespace {
+    let minified = found.had_whitespace.then(|| {
         let mut data = Vec::with_capacity(json.len());
         write_minified(json.as_bytes(), &mut data);
         data
-    } else {
-        json.as_bytes().to_vec()
-    };
-    let id = found.id;
-    Ok(Record {
-        id,
-        hash,
-        data,
-        ingestion_time: ingestion_time.to_string(),
-    })
+    });
+    Ok((found.id, hash, minified))
 }
 
 /// Where a record sits in its endpoint's output.
@@ -133,7 +189,7 @@ pub(crate) fn write_envelope(endpoint: &str, record: &Record, pos: Position, out
     out.extend_from_slice(b",\"total_records\":");
     out.extend_from_slice(pos.total_records.to_string().as_bytes());
     out.extend_from_slice(b"},\"data\":");
-    out.extend_from_slice(&record.data);
+    out.extend_from_slice(record.data.as_bytes());
     out.extend_from_slice(b"}\n");
 }
 
@@ -468,35 +524,41 @@ mod tests {
 
     #[test]
     fn record_keeps_data_and_extracts_id() {
-        let raw: Box<RawValue> =
+        let raw: Box<serde_json::value::RawValue> =
             serde_json::from_str(r#"{"ticker": "A/B", "x": 1.50, "new_field": {"k": []}}"#)
                 .expect("valid");
         let rec = make_record(
-            &raw,
+            raw.get(),
             "ticker",
-            "20260101_000000",
+            &"20260101_000000".into(),
             &mut RecordScratch::default(),
         )
         .expect("ok");
         assert_eq!(rec.id.as_deref(), Some("A/B"));
         assert_eq!(
-            rec.data,
+            rec.data.as_bytes(),
             br#"{"ticker":"A/B","x":1.50,"new_field":{"k":[]}}"#
         );
         let value: Value = serde_json::from_str(raw.get()).expect("valid");
         assert_eq!(rec.hash, hash_value(&value));
-        let missing =
-            make_record(&raw, "event_ticker", "t", &mut RecordScratch::default()).expect("ok");
+        let missing = make_record(
+            raw.get(),
+            "event_ticker",
+            &"t".into(),
+            &mut RecordScratch::default(),
+        )
+        .expect("ok");
         assert_eq!(missing.id, None);
     }
 
     #[test]
     fn envelope_is_one_line_of_valid_json() {
-        let raw: Box<RawValue> = serde_json::from_str(r#"{"ticker":"T\u0000"}"#).expect("valid");
+        let raw: Box<serde_json::value::RawValue> =
+            serde_json::from_str(r#"{"ticker":"T\u0000"}"#).expect("valid");
         let rec = make_record(
-            &raw,
+            raw.get(),
             "ticker",
-            "20260101_000000",
+            &"20260101_000000".into(),
             &mut RecordScratch::default(),
         )
         .expect("ok");

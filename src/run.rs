@@ -260,6 +260,7 @@ pub(crate) fn discover(config: &RunConfig) -> Result<PathBuf, Error> {
         limiter: RateLimiter::new(config.rate),
         contacted: false,
         requests: 0,
+        hasher: Default::default(),
     };
     let discovery = discover::discover(&mut fetcher)?;
     let path = discover::write(&discovery, &config.discovery_path())?;
@@ -333,6 +334,7 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
         limiter: RateLimiter::new(config.rate),
         contacted: false,
         requests: 0,
+        hasher: Default::default(),
     };
     let mut syncer = dir.map(Syncer::start);
     let mut summaries: Vec<EndpointSummary> = specs
@@ -661,7 +663,7 @@ fn fetch_context(
             let cutoff = page
                 .records
                 .first()
-                .and_then(|r| serde_json::from_slice(&r.data).ok());
+                .and_then(|r| serde_json::from_slice(r.data.as_bytes()).ok());
             info!(
                 "{}: historical cutoff {}",
                 spec.name,
