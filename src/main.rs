@@ -36,7 +36,6 @@ use std::process::ExitCode;
 
 use cli::Command;
 
-
 fn main() -> ExitCode {
     let raw = std::env::args_os().skip(1).collect();
     let env_base_url = std::env::var("KALSHI_BASE_URL").ok();

@@ -630,6 +630,27 @@ fn folder_gone_message(dir: &Path) -> String {
     )
 }
 
+/// How an endpoint stops when a request of page `page` (fetched with
+/// `resume_cursor`) was given up: the effect on the run, and the failure point.
+fn give_up_at(
+    give_up: GiveUp,
+    fetcher: &Fetcher,
+    failure: &Failure,
+    url: String,
+    page: u64,
+    resume_cursor: Option<String>,
+) -> (EndpointEnd, Stopped) {
+    let reason = describe_failure(failure);
+    let end = end_for(give_up, fetcher, &reason);
+    let stopped = Stopped {
+        url,
+        reason,
+        page,
+        resume_cursor,
+    };
+    (end, stopped)
+}
+
 /// How an endpoint's give-up affects the rest of the run.
 fn end_for(give_up: GiveUp, fetcher: &Fetcher, reason: &str) -> EndpointEnd {
     match give_up {
@@ -838,14 +859,16 @@ fn ingest_endpoint(
                     skip_pages = true;
                 }
                 Some(give_up) => {
-                    let reason = describe_failure(&f);
-                    end = end_for(give_up, fetcher, &reason);
-                    failure = Some(Stopped {
+                    let (stop_end, stopped) = give_up_at(
+                        give_up,
+                        fetcher,
+                        &f,
                         url,
-                        reason,
-                        page: page_number,
-                        resume_cursor: resume.cursor.clone(),
-                    });
+                        page_number,
+                        resume.cursor.clone(),
+                    );
+                    end = stop_end;
+                    failure = Some(stopped);
                     skip_pages = true;
                 }
             }
@@ -866,14 +889,10 @@ fn ingest_endpoint(
                 failure: f,
                 give_up,
             } => {
-                let reason = describe_failure(&f);
-                end = end_for(give_up, fetcher, &reason);
-                failure = Some(Stopped {
-                    url,
-                    reason,
-                    page: page_number,
-                    resume_cursor: cursor,
-                });
+                let (stop_end, stopped) =
+                    give_up_at(give_up, fetcher, &f, url, page_number, cursor);
+                end = stop_end;
+                failure = Some(stopped);
                 break;
             }
         };

@@ -3,12 +3,13 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::fake::{FakeApi, event_ids, market_ids, series_ids};
-use crate::util::{Dir, RunOutput, ingest, ingest_into, run_dir_of, show, verify};
+use crate::util::{
+    Dir, RunOutput, ingest, ingest_into, run_dir_of, show, spawn, verify, wait_for_run_dir_holding,
+};
 
 fn as_u64(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
@@ -544,37 +545,17 @@ fn a_killed_detail_endpoint_resumes_to_exactly_the_clean_set() {
         ],
     );
     let out_dir = dir.path.join("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kalshi-ingest"))
-        .env_clear()
-        .args([
-            "--base-url",
-            &fake.url,
-            "--out",
-            out_dir.to_str().expect("utf-8"),
-            "--endpoints",
-            "markets,market_details",
-            "--rate=0",
-            "-q",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let run_dir = loop {
-        assert!(
-            Instant::now() < deadline,
-            "no market_details batch appeared"
-        );
-        let found = std::fs::read_dir(&out_dir).ok().and_then(|mut d| {
-            d.find_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.join("market_details/batch_0000").is_dir())
-        });
-        if let Some(dir) = found {
-            break dir;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let mut child = spawn(&[
+        "--base-url",
+        &fake.url,
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+        "--endpoints",
+        "markets,market_details",
+        "--rate=0",
+        "-q",
+    ]);
+    let run_dir = wait_for_run_dir_holding(&out_dir, "market_details/batch_0000");
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     let resumed = ingest(&[

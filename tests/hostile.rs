@@ -227,8 +227,6 @@ fn hostile_ids_reach_detail_endpoints_as_one_path_segment() {
 
 #[test]
 fn a_run_folder_moved_away_mid_run_is_one_clear_error_and_resumes_from_its_new_place() {
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
     let dir = Dir::new("folder-gone");
     let fake = FakeApi::start(
         &dir.path,
@@ -244,34 +242,17 @@ fn a_run_folder_moved_away_mid_run_is_one_clear_error_and_resumes_from_its_new_p
         ],
     );
     let out_dir = dir.path.join("out");
-    let child = Command::new(env!("CARGO_BIN_EXE_kalshi-ingest"))
-        .env_clear()
-        .args([
-            "--base-url",
-            &fake.url,
-            "--out",
-            out_dir.to_str().expect("utf-8"),
-            "--endpoints",
-            "markets",
-            "--rate=0",
-            "--progress-interval=0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let run_dir = loop {
-        assert!(Instant::now() < deadline, "no batch appeared");
-        let found = std::fs::read_dir(&out_dir).ok().and_then(|mut d| {
-            d.find_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.join("markets/batch_0001").is_dir())
-        });
-        if let Some(found) = found {
-            break found;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let child = crate::util::spawn(&[
+        "--base-url",
+        &fake.url,
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+        "--endpoints",
+        "markets",
+        "--rate=0",
+        "--progress-interval=0",
+    ]);
+    let run_dir = crate::util::wait_for_run_dir_holding(&out_dir, "markets/batch_0001");
     // Moved away in one step (as `rm -rf` would make it vanish, but keeping it).
     let moved = dir.path.join(run_dir.file_name().expect("name"));
     std::fs::rename(&run_dir, &moved).expect("move the run folder");

@@ -2,42 +2,15 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::fake::{FakeApi, event_ids, market_ids, series_ids};
-use crate::util::{Dir, RunOutput, ingest, run_dir_of, show, verify};
+use crate::util::{Dir, RunOutput, ingest, run_dir_of, show, spawn, the_run_dir, verify, wait_for};
 
 const MARKETS: u64 = 5200;
 const EVENTS: u64 = 1300;
 const SERIES: u64 = 40;
-
-fn spawn(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_kalshi-ingest"))
-        .env_clear()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kalshi-ingest")
-}
-
-/// Polls `condition` every 2 ms for up to 60 s.
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn the_run_dir(out: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(out)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.is_dir())
-}
 
 /// (endpoint, id, hash, record_index) of every record: what "the same result" means.
 fn record_set(run_dir: &Path) -> BTreeSet<(String, String, String, u64)> {

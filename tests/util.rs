@@ -64,6 +64,49 @@ pub fn ingest_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run kalshi-ingest")
 }
 
+/// Starts kalshi-ingest with `args` (cleared environment, stdout and stderr piped).
+pub fn spawn(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_kalshi-ingest"))
+        .env_clear()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kalshi-ingest")
+}
+
+/// Polls `condition` every 2 ms for up to 60 s.
+pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// The run folder inside `out`, once there is one.
+pub fn the_run_dir(out: &Path) -> Option<PathBuf> {
+    fs::read_dir(out)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+}
+
+/// Waits until the run folder in `out` holds `inside` (e.g. `markets/batch_0001`)
+/// and returns the run folder.
+pub fn wait_for_run_dir_holding(out: &Path, inside: &str) -> PathBuf {
+    let mut found = None;
+    wait_for(inside, || {
+        found = the_run_dir(out).filter(|d| d.join(inside).exists());
+        found.is_some()
+    });
+    found.expect("found")
+}
+
 /// Runs `kalshi-ingest verify DIR`.
 pub fn verify(run_dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kalshi-ingest"))
