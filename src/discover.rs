@@ -21,7 +21,7 @@ use log::{info, warn};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::client::{FailureClass, encode_path_segment};
+use crate::client::FailureClass;
 use crate::error::Error;
 use crate::fetch::{Fetcher, PageError, Shape, describe_failure};
 use crate::plan::{self, EndpointSpec, PerIdRecord};
@@ -31,12 +31,21 @@ use crate::summary::EndpointSummary;
 /// The version of the discovery file layout.
 pub(crate) const DISCOVERY_SCHEMA_VERSION: u32 = 1;
 
-/// Probed endpoints that `run` does not fetch as endpoints of their own.
-const EXTRA_PROBES: &[(&str, &str)] = &[
-    ("orderbook_per_market", "/markets/{ticker}/orderbook"),
+/// The entry of the per-market order book (`orderbooks` is the batch endpoint's).
+const PER_MARKET_ORDERBOOK: &str = "orderbook_per_market";
+
+/// Documents probed on their own (no ids, not fetched as endpoints by `run`).
+const DOCUMENT_PROBES: &[(&str, &str)] = &[
     ("historical_cutoff", "/historical/cutoff"),
     ("exchange_status", "/exchange/status"),
 ];
+
+/// Whether `name` is an entry the discovery file may hold.
+fn known_entry(name: &str) -> bool {
+    plan::spec_named(name).is_some()
+        || name == PER_MARKET_ORDERBOOK
+        || DOCUMENT_PROBES.iter().any(|(n, _)| *n == name)
+}
 
 /// The discovery file.
 #[derive(Serialize, Deserialize, Debug)]
@@ -125,7 +134,7 @@ pub(crate) fn load(path: &Path) -> Result<Discovery, Error> {
         }
         seen.push(name);
         let spec = plan::spec_named(name);
-        if spec.is_none() && !EXTRA_PROBES.iter().any(|(n, _)| *n == name) {
+        if !known_entry(name) {
             return Err(bad(path, format!("unknown endpoint name {name:?}")));
         }
         if let (Some(size), Some(spec)) = (entry.page_size, spec) {
@@ -167,7 +176,7 @@ pub(crate) fn apply(
     for mut spec in endpoints.drain(..) {
         let entry = find(spec.name);
         if spec.detail.and_then(|d| d.batch).is_some() && entry.is_some_and(refused) {
-            let per_id = find("orderbook_per_market");
+            let per_id = find(PER_MARKET_ORDERBOOK);
             if per_id.is_some_and(refused) && !explicit {
                 changes.left_out.insert(
                     spec.name.to_string(),
@@ -243,11 +252,10 @@ pub(crate) fn discover(fetcher: &mut Fetcher) -> Result<Discovery, Error> {
         }
         entries.push(probe.entry);
     }
-    for spec in plan::CATALOGUE
+    for (spec, detail) in plan::CATALOGUE
         .iter()
         .filter_map(|s| s.detail.map(|d| (s, d)))
     {
-        let (spec, detail) = spec;
         let Some(sample) = samples.get(detail.ids_from).cloned() else {
             entries.push(Entry {
                 note: Some(format!("not probed: {} gave no sample id", detail.ids_from)),
@@ -263,12 +271,10 @@ pub(crate) fn discover(fetcher: &mut Fetcher) -> Result<Discovery, Error> {
             probe.entry.paginated = Some(false);
             entries.push(probe.entry);
         }
-        let per_id = spec
-            .per_id_path(&encode_path_segment(&sample))
-            .unwrap_or_default();
+        let per_id = spec.per_id_path(&sample).unwrap_or_default();
         let shown = format!("{}{{id}}{}", detail.per_id_prefix, detail.per_id_suffix);
         let name = if detail.batch.is_some() {
-            "orderbook_per_market"
+            PER_MARKET_ORDERBOOK
         } else {
             spec.name
         };
@@ -296,7 +302,7 @@ pub(crate) fn discover(fetcher: &mut Fetcher) -> Result<Discovery, Error> {
         }
         entries.push(probe.entry);
     }
-    for (name, path) in EXTRA_PROBES.iter().skip(1) {
+    for (name, path) in DOCUMENT_PROBES {
         let url = fetcher.client.url_for(path, &[]);
         entries.push(probe_url(fetcher, name, path, &url, None)?.entry);
     }

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use log::{debug, error, warn};
+use serde_json::value::RawValue;
 
 use crate::client::{Client, Failure, FailureClass, Fetched};
 use crate::hasher::PageHasher;
 use crate::pace::{Clock, RateLimiter};
-use serde_json::value::RawValue;
-
 use crate::page::{parse_page, parse_single};
 use crate::plan::{EndpointSpec, PerIdRecord};
 use crate::record::{Record, make_record, write_json_string};
@@ -47,9 +46,6 @@ pub(crate) struct PageData {
     pub(crate) bytes: u64,
 }
 
-/// Parses a fetched body into records. Any problem is a [`Failure`] the retry policy
-/// classifies: cut-off JSON is a truncated transfer, an HTML page or wrong shape a bad
-/// body (both transient), an unparseable record inside a valid page permanent.
 /// What a response must look like and how it becomes records.
 pub(crate) enum Shape<'a> {
     /// A list page: the records are the elements of `array_key`.
@@ -84,6 +80,10 @@ fn unexpected(reason: String) -> Failure {
     Failure::new(class, format!("unexpected response: {reason}"))
 }
 
+/// Parses a fetched body into records. Any problem is a [`Failure`] the retry policy
+/// classifies: cut-off JSON is a truncated transfer, an HTML page or wrong shape a bad
+/// body (both transient), bytes that are not UTF-8 or an unparseable record inside a
+/// valid page permanent.
 fn parse_fetched(
     fetched: Fetched,
     shape: &Shape,

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use log::{info, warn};
 
-use crate::client::{Failure, FailureClass, encode_path_segment};
+use crate::client::{Failure, FailureClass};
 use crate::error::Error;
 use crate::fetch::{Fetcher, PageData, PageError, Shape};
 use crate::ids::IdReader;
@@ -224,8 +224,8 @@ impl DetailPager {
             match fetcher.fetch_page(spec.name, &Shape::list_of(spec), page_number, &url, summary) {
                 Ok(page) => {
                     bytes += page.bytes;
-                    let (ordered, missing) = in_request_order(&ids, page.records);
-                    records = ordered;
+                    records = page.records;
+                    let missing = unanswered(&ids, &records);
                     if !missing.is_empty() {
                         info!(
                             "{}: page {page_number}: the batch answer leaves out {} of {} \
@@ -269,7 +269,7 @@ impl DetailPager {
         // Per-id requests, in the order asked; their records follow the batch's.
         let mut singles: Vec<Record> = Vec::new();
         for id in single_ids {
-            let Some(path) = spec.per_id_path(&encode_path_segment(id)) else {
+            let Some(path) = spec.per_id_path(id) else {
                 continue;
             };
             url = fetcher.client.url_for(&path, &[]);
@@ -299,14 +299,10 @@ impl DetailPager {
                 }
             }
         }
-        if !singles.is_empty() {
-            records.extend(singles);
-            let (ordered, _) = in_request_order(&ids, records);
-            records = ordered;
-        }
+        records.extend(singles);
         Ok(Next::Page {
             page: PageData {
-                records,
+                records: in_request_order(&ids, records),
                 cursor: None,
                 bytes,
             },
@@ -315,15 +311,14 @@ impl DetailPager {
     }
 }
 
-/// Orders `records` by their id's position in `ids` (records for ids not asked for
-/// go last, in the order received); also returns the ids no record answered.
-fn in_request_order(ids: &[String], records: Vec<Record>) -> (Vec<Record>, Vec<&String>) {
+/// Orders `records` by their id's position in `ids`; records for ids not asked for
+/// go last, in the order received.
+fn in_request_order(ids: &[String], records: Vec<Record>) -> Vec<Record> {
     let position: HashMap<&str, usize> = ids
         .iter()
         .enumerate()
         .map(|(i, id)| (id.as_str(), i))
         .collect();
-    let mut answered = vec![false; ids.len()];
     let mut keyed: Vec<(usize, usize, Record)> = records
         .into_iter()
         .enumerate()
@@ -333,20 +328,19 @@ fn in_request_order(ids: &[String], records: Vec<Record>) -> (Vec<Record>, Vec<&
                 .as_deref()
                 .and_then(|id| position.get(id).copied())
                 .unwrap_or(usize::MAX);
-            if let Some(flag) = answered.get_mut(at) {
-                *flag = true;
-            }
             (at, arrival, record)
         })
         .collect();
     keyed.sort_by_key(|(at, arrival, _)| (*at, *arrival));
-    let missing = ids
-        .iter()
-        .zip(&answered)
-        .filter(|(_, answered)| !**answered)
-        .map(|(id, _)| id)
-        .collect();
-    (keyed.into_iter().map(|(_, _, r)| r).collect(), missing)
+    keyed.into_iter().map(|(_, _, r)| r).collect()
+}
+
+/// The ids of `ids` no record in `records` answers, in order.
+fn unanswered<'a>(ids: &'a [String], records: &[Record]) -> Vec<&'a String> {
+    let answered: HashSet<&str> = records.iter().filter_map(|r| r.id.as_deref()).collect();
+    ids.iter()
+        .filter(|id| !answered.contains(id.as_str()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -366,10 +360,9 @@ mod tests {
     #[test]
     fn batch_answers_are_put_in_request_order_and_gaps_found() {
         let ids: Vec<String> = ["A", "B", "C", "D"].iter().map(|s| s.to_string()).collect();
-        let (ordered, missing) = in_request_order(
-            &ids,
-            vec![record("C"), record("X"), record("A"), record("D")],
-        );
+        let answer = vec![record("C"), record("X"), record("A"), record("D")];
+        let missing = unanswered(&ids, &answer);
+        let ordered = in_request_order(&ids, answer);
         let order: Vec<_> = ordered
             .iter()
             .map(|r| r.id.clone().unwrap_or_default())

@@ -76,10 +76,16 @@ impl EndpointSpec {
         }
     }
 
-    /// The per-id request path for `id` (already percent-encoded).
-    pub(crate) fn per_id_path(&self, encoded_id: &str) -> Option<String> {
-        self.detail
-            .map(|d| format!("{}{encoded_id}{}", d.per_id_prefix, d.per_id_suffix))
+    /// The per-id request path for `id`, which becomes one percent-encoded segment.
+    pub(crate) fn per_id_path(&self, id: &str) -> Option<String> {
+        self.detail.map(|d| {
+            format!(
+                "{}{}{}",
+                d.per_id_prefix,
+                crate::client::encode_path_segment(id),
+                d.per_id_suffix
+            )
+        })
     }
 }
 

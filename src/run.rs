@@ -458,9 +458,8 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
         if !fatal && let Some(gone) = dir {
             error!("{}", folder_gone_message(gone));
         }
-        if let Some(temp) = state_dir.as_ref().filter(|_| temp_state) {
-            let _ = std::fs::remove_dir_all(temp);
-        }
+        // (A temporary state folder exists only for --stdout runs, which have no run
+        // folder to lose.)
         return Ok(RunOutcome {
             run_dir,
             exit_code: EXIT_FATAL,
