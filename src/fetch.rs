@@ -89,31 +89,38 @@ fn parse_fetched(
     shape: &Shape,
     hasher: &mut PageHasher,
 ) -> Result<PageData, Failure> {
-    let body = Arc::new(fetched.body);
-    parse_records(&body, shape, hasher).map_err(|failure| match not_utf8(&body) {
-        // The server sends the same bytes again: retrying cannot help.
-        Some(reason) if failure.class != FailureClass::Truncated => {
-            Failure::new(FailureClass::BadRecord, reason)
-        }
-        _ => failure,
-    })
+    let text = String::from_utf8(fetched.body).map_err(|e| not_utf8(&e))?;
+    parse_records(&Arc::new(text), shape, hasher)
 }
 
-/// Why `body` is not UTF-8, if it is not (checked only after a parse failed, so a
-/// good page is scanned once, by the parser).
-fn not_utf8(body: &[u8]) -> Option<String> {
-    let err = std::str::from_utf8(body).err()?;
-    let at = err.valid_up_to();
-    Some(format!(
-        "unexpected response: body is not UTF-8 (byte 0x{:02x} at offset {at} of {}); \
-         the server sends the same bytes again, so the page is not retried",
-        body.get(at).copied().unwrap_or(0),
-        body.len()
-    ))
+/// The failure for a body that is not UTF-8, checked once per response before any
+/// parsing: a body cut inside a character is a short transfer; other bad bytes are
+/// what the server sends, and it sends the same bytes again, so they are permanent.
+fn not_utf8(err: &std::string::FromUtf8Error) -> Failure {
+    let body = err.as_bytes();
+    let at = err.utf8_error().valid_up_to();
+    if err.utf8_error().error_len().is_none() {
+        return Failure::new(
+            FailureClass::Truncated,
+            format!(
+                "unexpected response: body ends early, inside a character ({} bytes)",
+                body.len()
+            ),
+        );
+    }
+    Failure::new(
+        FailureClass::BadRecord,
+        format!(
+            "unexpected response: body is not UTF-8 (byte 0x{:02x} at offset {at} of {}); \
+             the server sends the same bytes again, so the page is not retried",
+            body.get(at).copied().unwrap_or(0),
+            body.len()
+        ),
+    )
 }
 
 fn parse_records(
-    body: &Arc<Vec<u8>>,
+    body: &Arc<String>,
     shape: &Shape,
     hasher: &mut PageHasher,
 ) -> Result<PageData, Failure> {
@@ -145,7 +152,7 @@ fn parse_records(
                 PerIdRecord::Member(key) => Some(*key),
                 PerIdRecord::Body | PerIdRecord::BodyWithId => None,
             };
-            let raw = parse_single(body, member).map_err(unexpected)?;
+            let raw = parse_single(body.as_bytes(), member).map_err(unexpected)?;
             let with_id;
             let raw = if *record == PerIdRecord::BodyWithId {
                 with_id = prepend_member(raw, id_field, id).map_err(unexpected)?;

@@ -23,7 +23,7 @@ pub(crate) const PARALLEL_MIN_RECORDS: usize = 64;
 
 /// One half page for the helper.
 struct Job {
-    body: Arc<Vec<u8>>,
+    body: Arc<String>,
     items: Vec<Range<usize>>,
     id_field: String,
     ingestion_time: Arc<str>,
@@ -67,8 +67,10 @@ fn start_helper() -> Option<Helper> {
                     .items
                     .iter()
                     .map(|range| {
-                        let text = std::str::from_utf8(&job.body[range.clone()])
-                            .map_err(|e| format!("a record is not UTF-8: {e}"))?;
+                        let text = job
+                            .body
+                            .get(range.clone())
+                            .ok_or("a record's span is not inside its page")?;
                         make_record_in(
                             &job.body,
                             range.clone(),
@@ -102,7 +104,7 @@ impl PageHasher {
     /// Hashes `raws` (slices of `body`) into records, in order.
     pub(crate) fn hash_page(
         &mut self,
-        body: &Arc<Vec<u8>>,
+        body: &Arc<String>,
         raws: &[&RawValue],
         id_field: &str,
         ingestion_time: &Arc<str>,
@@ -174,10 +176,9 @@ mod tests {
         }
         body.push(']');
         let raws: Vec<&RawValue> = serde_json::from_str(&body).expect("array");
-        let body = Arc::new(body.as_bytes().to_vec());
+        let body = Arc::new(body.clone());
         // The RawValues must point into `body`: parse it again from the Arc.
-        let text = std::str::from_utf8(&body).expect("utf-8");
-        let raws_in_body: Vec<&RawValue> = serde_json::from_str(text).expect("array");
+        let raws_in_body: Vec<&RawValue> = serde_json::from_str(&body).expect("array");
         assert_eq!(raws.len(), raws_in_body.len());
         let mut hasher = PageHasher::default();
         let both = hasher

@@ -21,8 +21,11 @@ pub(crate) struct Page<'a> {
 
 /// Parses `body` as an object holding `array_key` (an array) and an optional `cursor`.
 /// Other top-level keys (`milestones`, anything new) are ignored.
-pub(crate) fn parse_page<'a>(body: &'a [u8], array_key: &str) -> Result<Page<'a>, String> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+/// The body is text already checked to be UTF-8 (`fetch` does that once per
+/// response), so strings are not checked again.
+pub(crate) fn parse_page<'a>(text: &'a str, array_key: &str) -> Result<Page<'a>, String> {
+    let body = text.as_bytes();
+    let mut de = serde_json::Deserializer::from_str(text);
     let page = PageSeed { array_key }
         .deserialize(&mut de)
         .map_err(|e| describe_json_error(&e, body))?;
@@ -162,7 +165,7 @@ mod tests {
 
     #[test]
     fn parses_records_cursor_and_ignores_other_keys() {
-        let body = br#"{"markets":[{"ticker":"A"}, {"ticker":"B","x":[1,2]}],"milestones":[{"m":1}],"cursor":"abc"}"#;
+        let body = r#"{"markets":[{"ticker":"A"}, {"ticker":"B","x":[1,2]}],"milestones":[{"m":1}],"cursor":"abc"}"#;
         let page = parse_page(body, "markets").expect("valid page");
         assert_eq!(page.records.len(), 2);
         assert_eq!(page.records[1].get(), r#"{"ticker":"B","x":[1,2]}"#);
@@ -172,9 +175,9 @@ mod tests {
     #[test]
     fn end_of_pages_is_missing_null_or_empty_cursor() {
         for body in [
-            &br#"{"events":[]}"#[..],
-            br#"{"events":[],"cursor":null}"#,
-            br#"{"cursor":"","events":[]}"#,
+            r#"{"events":[]}"#,
+            r#"{"events":[],"cursor":null}"#,
+            r#"{"cursor":"","events":[]}"#,
         ] {
             let page = parse_page(body, "events").expect("valid page");
             assert_eq!(page.cursor, None);
@@ -204,23 +207,23 @@ mod tests {
 
     #[test]
     fn null_array_is_empty() {
-        let page = parse_page(br#"{"series":null}"#, "series").expect("valid page");
+        let page = parse_page(r#"{"series":null}"#, "series").expect("valid page");
         assert!(page.records.is_empty());
     }
 
     #[test]
     fn rejects_wrong_shapes_with_a_reason() {
-        let cases: [(&[u8], &str); 7] = [
-            (br#"{"cursor":""}"#, "missing the \"markets\" array"),
+        let cases: [(&str, &str); 7] = [
+            (r#"{"cursor":""}"#, "missing the \"markets\" array"),
             (
-                br#"{"markets":{"a":1}}"#,
+                r#"{"markets":{"a":1}}"#,
                 "expected \"markets\" to be an array",
             ),
-            (br#"{"markets":[],"cursor":5}"#, "cursor is not a string"),
-            (br#"{"markets":[{"ticker":"A"},"#, "truncated"),
-            (b"<html><body>502 Bad Gateway</body></html>", "HTML"),
-            (b"", "empty body"),
-            (br#"[1,2]"#, "expected"),
+            (r#"{"markets":[],"cursor":5}"#, "cursor is not a string"),
+            (r#"{"markets":[{"ticker":"A"},"#, "truncated"),
+            ("<html><body>502 Bad Gateway</body></html>", "HTML"),
+            ("", "empty body"),
+            (r#"[1,2]"#, "expected"),
         ];
         for (body, want) in cases {
             let err = parse_page(body, "markets").expect_err("must be rejected");
@@ -230,7 +233,7 @@ mod tests {
 
     #[test]
     fn rejects_trailing_garbage() {
-        assert!(parse_page(br#"{"markets":[]} x"#, "markets").is_err());
+        assert!(parse_page(r#"{"markets":[]} x"#, "markets").is_err());
     }
     /// A generated page: `(body, element texts, cursor)`.
     fn generated_page(
@@ -286,8 +289,7 @@ mod tests {
         let mut rng = crate::testgen::Rng::new(0x9E37_79B9_7F4A_7C15);
         for _ in 0..2000 {
             let (body, elements, cursor) = generated_page(&mut rng, "markets");
-            let page =
-                parse_page(body.as_bytes(), "markets").unwrap_or_else(|e| panic!("{body}: {e}"));
+            let page = parse_page(&body, "markets").unwrap_or_else(|e| panic!("{body}: {e}"));
             let got: Vec<&str> = page.records.iter().map(|r| r.get()).collect();
             assert_eq!(got, elements, "{body}");
             assert_eq!(page.cursor, cursor, "{body}");
@@ -320,7 +322,10 @@ mod tests {
             }
             let _ = parse_single(&bytes, Some("events"));
             let _ = parse_single(&bytes, None);
-            if let Ok(page) = parse_page(&bytes, "events") {
+            // As `fetch` does: UTF-8 first, then the page.
+            if let Ok(text) = std::str::from_utf8(&bytes)
+                && let Ok(page) = parse_page(text, "events")
+            {
                 parsed += 1;
                 for raw in page.records {
                     let _ =

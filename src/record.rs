@@ -73,7 +73,7 @@ pub(crate) struct Record {
 #[derive(Debug)]
 pub(crate) enum RecordData {
     Page {
-        page: Arc<Vec<u8>>,
+        page: Arc<String>,
         range: Range<usize>,
     },
     Own(Vec<u8>),
@@ -82,7 +82,9 @@ pub(crate) enum RecordData {
 impl RecordData {
     pub(crate) fn as_bytes(&self) -> &[u8] {
         match self {
-            RecordData::Page { page, range } => page.get(range.clone()).unwrap_or_default(),
+            RecordData::Page { page, range } => {
+                page.as_bytes().get(range.clone()).unwrap_or_default()
+            }
             RecordData::Own(bytes) => bytes,
         }
     }
@@ -116,7 +118,7 @@ pub(crate) fn make_record(
 /// [`make_record`] for the text at `range` of `page` (`json` is that text): the
 /// record's data stays a slice of the page.
 pub(crate) fn make_record_in(
-    page: &Arc<Vec<u8>>,
+    page: &Arc<String>,
     range: Range<usize>,
     json: &str,
     id_field: &str,
