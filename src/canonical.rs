@@ -7,10 +7,174 @@
 //! members. Measured on 20,000 markets (perf): building a `serde_json::Value` and
 //! serializing it took about 35 % of the run's CPU; see the commit for before/after.
 //!
-//! The input is JSON already validated by serde_json (a `RawValue`); anything
-//! unexpected is still an error, never a panic.
+//! It is also the validator: list pages are parsed by this code alone (see `page`), so
+//! it accepts exactly the JSON grammar of RFC 8259 (strict numbers, escapes and
+//! literals, no control characters inside strings, at most [`MAX_DEPTH`] nested
+//! arrays and objects), as serde_json does; the input is already known to be UTF-8.
+//! Anything else is a [`JsonError`], never a panic.
+
+use std::fmt;
+use std::ops::Range;
 
 use crate::record::{write_canonical_number, write_json_string};
+
+/// The deepest nesting of arrays and objects accepted (serde_json's limit too), so a
+/// hostile `[[[[…` cannot exhaust the stack.
+pub(crate) const MAX_DEPTH: usize = 128;
+
+/// Why JSON text was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JsonError {
+    pub(crate) kind: JsonErrorKind,
+    pub(crate) message: String,
+}
+
+/// The kinds of [`JsonError`]: they decide how a failed page is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JsonErrorKind {
+    /// The text is not JSON, or not the expected shape.
+    Syntax,
+    /// The text ends before the JSON does (a cut-off transfer).
+    Eof,
+    /// Valid JSON that holds no Unicode text: a string escape naming a lone UTF-16
+    /// surrogate (`"\ud800"`), which no canonical form can write.
+    Unrepresentable,
+}
+
+impl JsonError {
+    pub(crate) fn syntax(message: impl Into<String>) -> JsonError {
+        JsonError {
+            kind: JsonErrorKind::Syntax,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn eof(at: usize) -> JsonError {
+        JsonError {
+            kind: JsonErrorKind::Eof,
+            message: format!("the text ends early, at byte {at}"),
+        }
+    }
+
+    /// `expected` (a description) was not found at byte `at` of `s`.
+    pub(crate) fn expected(expected: &str, s: &[u8], at: usize) -> JsonError {
+        if at >= s.len() {
+            JsonError::eof(at)
+        } else {
+            JsonError::syntax(format!("expected {expected} at byte {at}"))
+        }
+    }
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The position of the first byte at or after `pos` that is not JSON whitespace.
+pub(crate) fn skip_ws(s: &[u8], mut pos: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = s.get(pos) {
+        pos += 1;
+    }
+    pos
+}
+
+/// The span of the string token starting at `start` (a `"`), quotes included, and
+/// whether it has escapes. Escapes are checked (`\u` needs four hex digits), and so
+/// is the absence of raw control characters.
+pub(crate) fn string_span(s: &[u8], start: usize) -> Result<(Range<usize>, bool), JsonError> {
+    let mut pos = start + 1;
+    let mut has_escape = false;
+    loop {
+        let rest = s.get(pos..).unwrap_or_default();
+        let Some(at) = memchr::memchr2(b'"', b'\\', rest) else {
+            return Err(JsonError::eof(s.len()));
+        };
+        if rest[at] == b'"' {
+            let end = pos + at + 1;
+            // One pass the compiler vectorizes: strings are most of a record's bytes.
+            if s[start + 1..end - 1]
+                .iter()
+                .fold(false, |any, &b| any | (b < 0x20))
+            {
+                return Err(JsonError::syntax(format!(
+                    "a control character inside the string at byte {start}"
+                )));
+            }
+            return Ok((start..end, has_escape));
+        }
+        has_escape = true;
+        let escape = pos + at;
+        pos = escape + 2;
+        match s.get(escape + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
+            Some(b'u') => {
+                for i in 0..4 {
+                    match s.get(escape + 2 + i) {
+                        Some(b) if b.is_ascii_hexdigit() => {}
+                        None => return Err(JsonError::eof(s.len())),
+                        Some(_) => {
+                            return Err(JsonError::syntax(format!(
+                                "a \\u escape without four hex digits at byte {escape}"
+                            )));
+                        }
+                    }
+                }
+                pos += 4;
+            }
+            None => return Err(JsonError::eof(s.len())),
+            Some(_) => {
+                return Err(JsonError::syntax(format!(
+                    "an unknown escape at byte {escape}"
+                )));
+            }
+        }
+    }
+}
+
+/// The end of the number token starting at `start`, checked against JSON's grammar:
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn number_end(s: &[u8], start: usize) -> Result<usize, JsonError> {
+    let digits = |mut i: usize| -> Result<usize, JsonError> {
+        let first = i;
+        while let Some(b'0'..=b'9') = s.get(i) {
+            i += 1;
+        }
+        if i == first {
+            return Err(JsonError::expected("a digit", s, i));
+        }
+        Ok(i)
+    };
+    let mut i = start;
+    if s.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    i = match s.get(i) {
+        Some(b'0') => i + 1,
+        _ => digits(i)?,
+    };
+    if s.get(i) == Some(&b'.') {
+        i = digits(i + 1)?;
+    }
+    if let Some(b'e' | b'E') = s.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = s.get(i) {
+            i += 1;
+        }
+        i = digits(i)?;
+    }
+    Ok(i)
+}
+
+/// Decodes a JSON string token (quotes included) whose escapes [`string_span`] has
+/// checked: the only failure left is a lone surrogate.
+pub(crate) fn decode(raw: &str) -> Result<String, JsonError> {
+    serde_json::from_str::<String>(raw).map_err(|e| JsonError {
+        kind: JsonErrorKind::Unrepresentable,
+        message: format!("bad string: {e}"),
+    })
+}
 
 /// What canonicalizing one record found besides its canonical bytes.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -65,36 +229,61 @@ impl Member {
 
 /// Writes the canonical JSON of `json` to `out` (a one-off; see [`Canonicalizer`]).
 #[cfg(test)]
-pub(crate) fn canonicalize(json: &str, id_field: &str, out: &mut Vec<u8>) -> Result<Found, String> {
+pub(crate) fn canonicalize(
+    json: &str,
+    id_field: &str,
+    out: &mut Vec<u8>,
+) -> Result<Found, JsonError> {
     Canonicalizer::default().canonicalize(json, id_field, out)
 }
 
 impl Canonicalizer {
-    /// Writes the canonical JSON of `json` to `out`.
+    /// Writes the canonical JSON of `json`, one whole JSON text, to `out`.
     pub(crate) fn canonicalize(
         &mut self,
         json: &str,
         id_field: &str,
         out: &mut Vec<u8>,
-    ) -> Result<Found, String> {
+    ) -> Result<Found, JsonError> {
+        let s = json.as_bytes();
+        let start = skip_ws(s, 0);
+        let (mut found, end) = self.canonicalize_at(json, start, id_field, out)?;
+        let after = skip_ws(s, end);
+        if after != s.len() {
+            return Err(JsonError::syntax(format!(
+                "trailing characters after the record at byte {after}"
+            )));
+        }
+        found.had_whitespace |= start != 0 || after != end;
+        Ok(found)
+    }
+
+    /// Writes the canonical JSON of the value starting at byte `at` of `text` to
+    /// `out`; returns what it found and where the value ends. Whitespace inside the
+    /// value sets `had_whitespace`; the text around it is not looked at.
+    pub(crate) fn canonicalize_at(
+        &mut self,
+        text: &str,
+        at: usize,
+        id_field: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(Found, usize), JsonError> {
         let mut parser = Parser {
-            s: json.as_bytes(),
-            text: json,
-            pos: 0,
+            s: text.as_bytes(),
+            text,
+            pos: at,
             had_whitespace: false,
             levels: &mut self.levels,
             depth: 0,
+            nesting: 0,
         };
         let mut id = None;
         parser.value(out, Some((id_field, &mut id)))?;
-        parser.skip_ws();
-        if parser.pos != parser.s.len() {
-            return Err("trailing characters after the record".into());
-        }
-        Ok(Found {
+        let found = Found {
             id,
             had_whitespace: parser.had_whitespace,
-        })
+        };
+        Ok((found, parser.pos))
     }
 }
 
@@ -104,15 +293,16 @@ struct Parser<'a, 'l> {
     pos: usize,
     had_whitespace: bool,
     levels: &'l mut Vec<Level>,
+    /// Nested objects (indexes `levels`).
     depth: usize,
+    /// Nested arrays and objects (bounded by [`MAX_DEPTH`]).
+    nesting: usize,
 }
 
 impl Parser<'_, '_> {
     fn skip_ws(&mut self) {
         let start = self.pos;
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.s.get(self.pos) {
-            self.pos += 1;
-        }
+        self.pos = skip_ws(self.s, self.pos);
         if self.pos != start {
             self.had_whitespace = true;
         }
@@ -122,13 +312,17 @@ impl Parser<'_, '_> {
         self.s.get(self.pos).copied()
     }
 
-    fn expect(&mut self, byte: u8) -> Result<(), String> {
+    fn expect(&mut self, byte: u8) -> Result<(), JsonError> {
         self.skip_ws();
         if self.peek() == Some(byte) {
             self.pos += 1;
             Ok(())
         } else {
-            Err(format!("expected '{}' at byte {}", byte as char, self.pos))
+            Err(JsonError::expected(
+                &format!("'{}'", byte as char),
+                self.s,
+                self.pos,
+            ))
         }
     }
 
@@ -137,13 +331,14 @@ impl Parser<'_, '_> {
         &mut self,
         out: &mut Vec<u8>,
         id: Option<(&str, &mut Option<String>)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), JsonError> {
         self.skip_ws();
         match self.peek() {
-            Some(b'{') => self.object(out, id),
-            Some(b'[') => self.array(out),
+            Some(b'{') => self.nested(|p| p.object(out, id)),
+            Some(b'[') => self.nested(|p| p.array(out)),
             Some(b'"') => {
-                let (span, has_escape) = self.string_span()?;
+                let (span, has_escape) = string_span(self.s, self.pos)?;
+                self.pos = span.end;
                 let raw = &self.text[span];
                 if has_escape {
                     write_json_string(&decode(raw)?, out);
@@ -157,51 +352,51 @@ impl Parser<'_, '_> {
             Some(b'n') => self.literal(b"null", out),
             Some(b'-' | b'0'..=b'9') => {
                 let start = self.pos;
-                while let Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') = self.peek() {
-                    self.pos += 1;
-                }
+                self.pos = number_end(self.s, start)?;
                 write_canonical_number(&self.text[start..self.pos], out);
                 Ok(())
             }
-            _ => Err(format!("unexpected byte at {}", self.pos)),
+            _ => Err(JsonError::expected("a value", self.s, self.pos)),
         }
     }
 
-    fn literal(&mut self, word: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-        if self.s[self.pos..].starts_with(word) {
+    /// Runs `inner` one array or object deeper, refusing to go past [`MAX_DEPTH`].
+    fn nested(
+        &mut self,
+        inner: impl FnOnce(&mut Self) -> Result<(), JsonError>,
+    ) -> Result<(), JsonError> {
+        if self.nesting >= MAX_DEPTH {
+            return Err(JsonError {
+                kind: JsonErrorKind::Unrepresentable,
+                message: format!(
+                    "more than {MAX_DEPTH} nested arrays and objects at byte {}",
+                    self.pos
+                ),
+            });
+        }
+        self.nesting += 1;
+        let result = inner(self);
+        self.nesting -= 1;
+        result
+    }
+
+    fn literal(&mut self, word: &[u8], out: &mut Vec<u8>) -> Result<(), JsonError> {
+        let rest = &self.s[self.pos..];
+        if rest.starts_with(word) {
             self.pos += word.len();
             out.extend_from_slice(word);
             Ok(())
+        } else if word.starts_with(rest) {
+            Err(JsonError::eof(self.s.len()))
         } else {
-            Err(format!("bad literal at byte {}", self.pos))
+            Err(JsonError::syntax(format!(
+                "bad literal at byte {}",
+                self.pos
+            )))
         }
     }
 
-    /// The span of a string token, quotes included, and whether it has escapes.
-    fn string_span(&mut self) -> Result<(std::ops::Range<usize>, bool), String> {
-        let start = self.pos;
-        self.pos += 1;
-        let mut has_escape = false;
-        loop {
-            let rest = self.s.get(self.pos..).unwrap_or_default();
-            match memchr::memchr2(b'"', b'\\', rest) {
-                Some(at) if rest[at] == b'"' => {
-                    self.pos += at + 1;
-                    if self.text.get(start..self.pos).is_none() {
-                        return Err("a string ends inside a character".into());
-                    }
-                    return Ok((start..self.pos, has_escape));
-                }
-                Some(at) => {
-                    has_escape = true;
-                    self.pos += at + 2;
-                }
-                None => return Err("unterminated string".into()),
-            }
-        }
-    }
-
-    fn array(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+    fn array(&mut self, out: &mut Vec<u8>) -> Result<(), JsonError> {
         self.pos += 1;
         out.push(b'[');
         self.skip_ws();
@@ -223,7 +418,7 @@ impl Parser<'_, '_> {
                     out.push(b']');
                     return Ok(());
                 }
-                _ => return Err(format!("expected ',' or ']' at byte {}", self.pos)),
+                _ => return Err(JsonError::expected("',' or ']'", self.s, self.pos)),
             }
         }
     }
@@ -232,7 +427,7 @@ impl Parser<'_, '_> {
         &mut self,
         out: &mut Vec<u8>,
         id: Option<(&str, &mut Option<String>)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), JsonError> {
         if self.levels.len() <= self.depth {
             self.levels.resize_with(self.depth + 1, Level::default);
         }
@@ -254,7 +449,7 @@ impl Parser<'_, '_> {
         &mut self,
         level: &mut Level,
         mut id: Option<(&str, &mut Option<String>)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), JsonError> {
         self.pos += 1;
         level.members.clear();
         level.values.clear();
@@ -266,9 +461,10 @@ impl Parser<'_, '_> {
         loop {
             self.skip_ws();
             if self.peek() != Some(b'"') {
-                return Err(format!("expected a key at byte {}", self.pos));
+                return Err(JsonError::expected("a key", self.s, self.pos));
             }
-            let (key, has_escape) = self.string_span()?;
+            let (key, has_escape) = string_span(self.s, self.pos)?;
+            self.pos = key.end;
             let decoded = if has_escape {
                 Some(decode(&self.text[key.clone()])?)
             } else {
@@ -304,7 +500,7 @@ impl Parser<'_, '_> {
                     self.pos += 1;
                     return Ok(());
                 }
-                _ => return Err(format!("expected ',' or '}}' at byte {}", self.pos)),
+                _ => return Err(JsonError::expected("',' or '}'", self.s, self.pos)),
             }
         }
     }
@@ -370,11 +566,6 @@ fn write_sorted(level: &mut Level, text: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(&level.values[member.value.clone()]);
     }
     out.push(b'}');
-}
-
-/// Decodes a JSON string token (quotes included).
-fn decode(raw: &str) -> Result<String, String> {
-    serde_json::from_str::<String>(raw).map_err(|e| format!("bad string: {e}"))
 }
 
 #[cfg(test)]
@@ -458,6 +649,106 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// The parser is the page validator, so it must refuse what serde_json refuses.
+    #[test]
+    fn refuses_what_json_refuses() {
+        let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        for bad in [
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "1e+",
+            "+1",
+            "--1",
+            "0x10",
+            "NaN",
+            "\"tab\tinside\"",
+            "\"nul\u{0}\"",
+            r#""\x""#,
+            r#""\u12g4""#,
+            r#""\u12""#,
+            "nul",
+            "nulL",
+            "[1,]",
+            r#"{"a":1,}"#,
+            r#"{"a"}"#,
+            r#"{1:2}"#,
+        ] {
+            let err = canonicalize(bad, "ticker", &mut Vec::new()).expect_err(bad);
+            assert!(
+                serde_json::from_str::<serde::de::IgnoredAny>(bad).is_err(),
+                "serde_json accepts {bad:?}, the parser refused it: {err}"
+            );
+        }
+        let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(canonicalize(&ok, "ticker", &mut Vec::new()).is_ok());
+        // A cut-off text is reported as such (a truncated transfer is retried).
+        for cut in [
+            r#"{"a":"#,
+            r#"{"a":"xy"#,
+            "[1,",
+            "tr",
+            r#""\u00"#,
+            "-",
+            "1.",
+            "{",
+        ] {
+            let err = canonicalize(cut, "ticker", &mut Vec::new()).expect_err(cut);
+            assert_eq!(err.kind, JsonErrorKind::Eof, "{cut:?}: {err}");
+        }
+        for unrepresentable in [r#"{"s":"\ud800"}"#, deep.as_str()] {
+            let err = canonicalize(unrepresentable, "ticker", &mut Vec::new()).expect_err("bad");
+            assert_eq!(err.kind, JsonErrorKind::Unrepresentable, "{err}");
+        }
+    }
+
+    /// Property: on random damage to random documents (cut, flipped, inserted and
+    /// deleted bytes), the parser accepts exactly the texts serde_json accepts, except
+    /// lone surrogates, which serde_json only checks when it decodes a string.
+    #[test]
+    fn accepts_exactly_what_serde_json_accepts() {
+        let mut rng = crate::testgen::Rng::new(0x1405_7B7E_F767_814F);
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let mut doc = String::new();
+            crate::testgen::json_value(&mut rng, 0, &mut doc);
+            let mut bytes = doc.into_bytes();
+            for _ in 0..rng.below(3) {
+                let at = rng.below(bytes.len() as u64 + 1) as usize;
+                match rng.below(4) {
+                    0 => bytes.truncate(at),
+                    1 if at < bytes.len() => bytes[at] = rng.below(128) as u8,
+                    2 => bytes.insert(at, rng.pick(b"{}[]\",:\\0e-.+ \tu\n\x01")),
+                    _ if at < bytes.len() => {
+                        let end = (at + rng.below(4) as usize).min(bytes.len());
+                        bytes.drain(at..end);
+                    }
+                    _ => {}
+                }
+            }
+            let Ok(text) = std::str::from_utf8(&bytes) else {
+                continue;
+            };
+            let ours = canonicalize(text, "ticker", &mut Vec::new());
+            let theirs = serde_json::from_str::<serde::de::IgnoredAny>(text);
+            match &ours {
+                Ok(_) => accepted += 1,
+                Err(_) => refused += 1,
+            }
+            match ours {
+                Err(e) if e.kind == JsonErrorKind::Unrepresentable => {}
+                ours => assert_eq!(
+                    ours.is_ok(),
+                    theirs.is_ok(),
+                    "{text:?}: ours {ours:?}, serde_json {theirs:?}"
+                ),
+            }
+        }
+        assert!(accepted > 1000 && refused > 1000, "{accepted} / {refused}");
     }
 
     /// A property test: random JSON documents (seeded, so failures reproduce) give

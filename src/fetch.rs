@@ -8,10 +8,11 @@ use std::time::Duration;
 use log::{debug, error, warn};
 use serde_json::value::RawValue;
 
+use crate::canonical::{JsonError, JsonErrorKind};
 use crate::client::{Client, Failure, FailureClass, Fetched};
 use crate::hasher::PageHasher;
 use crate::pace::{Clock, RateLimiter};
-use crate::page::{parse_page, parse_single};
+use crate::page::{describe_page_error, parse_single};
 use crate::plan::{EndpointSpec, PerIdRecord};
 use crate::record::{Record, make_record, write_json_string};
 use crate::retry::{GiveUp, Outcome, Retry, RetryPolicy, Step, WaitKind, parse_retry_after};
@@ -126,7 +127,7 @@ fn parse_records(
 ) -> Result<PageData, Failure> {
     let ingestion_time: Arc<str> = timestamp::compact(timestamp::now()).into();
     let mut scratch = crate::record::RecordScratch::default();
-    let bad_record = |e: String| {
+    let bad_record = |e: &JsonError| {
         Failure::new(
             FailureClass::BadRecord,
             format!("a record cannot be read: {e}"),
@@ -137,11 +138,15 @@ fn parse_records(
             array_key,
             id_field,
         } => {
-            let page = parse_page(body, array_key).map_err(unexpected)?;
-            let records = hasher
-                .hash_page(body, &page.records, id_field, &ingestion_time)
-                .map_err(bad_record)?;
-            (records, page.cursor)
+            hasher
+                .read_page(body, array_key, id_field, &ingestion_time)
+                .map_err(|e| match e.kind {
+                    // Valid JSON the server will send again: retrying cannot help.
+                    JsonErrorKind::Unrepresentable => bad_record(&e),
+                    JsonErrorKind::Syntax | JsonErrorKind::Eof => {
+                        unexpected(describe_page_error(&e, body.as_bytes()))
+                    }
+                })?
         }
         Shape::Single {
             record,
@@ -161,7 +166,7 @@ fn parse_records(
                 raw
             };
             let mut made = make_record(raw.get(), id_field, &ingestion_time, &mut scratch)
-                .map_err(bad_record)?;
+                .map_err(|e| bad_record(&e))?;
             made.id = Some((*id).to_string());
             (vec![made], None)
         }

@@ -1,35 +1,41 @@
-//! Hashing a list page on two threads: this one and one long-lived helper.
+//! Reading a list page on two threads: this one and one long-lived helper.
 //!
-//! Canonicalizing and hashing records is the run's main CPU cost (profiled: ~75 % of
-//! a JSON Lines run on one thread). A page of [`PARALLEL_MIN_RECORDS`] or more is cut
-//! in two: the helper hashes the second half while the calling thread hashes the
-//! first, and the call returns both, in order, before the page is stored, so the run
-//! stays a sequential walk of pages and the records are the same either way.
+//! Parsing, canonicalizing and hashing records is the run's main CPU cost, and it is
+//! one pass (`page::walk_page` with `record::record_at`). A page of
+//! [`PARALLEL_MIN_BYTES`] or more is cut in two without scanning it first: the cut is
+//! a guess, the first element start after the middle of the array that looks like
+//! one (`page::element_start_near`). The helper reads the elements from the guess to
+//! the array's end while this thread reads from the start. The guess is confirmed
+//! only if this thread's reading arrives exactly at it (an element really starts
+//! there, so reading on from it is what one thread would have done); otherwise (the
+//! guess sat inside a string) this thread reads on to the end and the helper's work
+//! is dropped. The call returns the records in order, the same either way.
 //!
 //! The helper lives as long as the run (a thread per page cost an mmap'd stack per
-//! page, and with musl's allocator much more), and both sides keep their
-//! canonicalizer, so its key-order cache carries from page to page.
+//! page, and with musl's allocator much more), and both sides keep their scratch, so
+//! the canonicalizer's key-order cache carries from page to page.
 
-use std::ops::Range;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
-use serde_json::value::RawValue;
+use crate::canonical::JsonError;
+use crate::page::{ElementsEnd, element_start_near, walk_elements, walk_page};
+use crate::record::{Record, RecordScratch, record_at};
 
-use crate::record::{Record, RecordScratch, make_record_in};
+/// Arrays shorter than this (in bytes) are read on the calling thread only.
+pub(crate) const PARALLEL_MIN_BYTES: usize = 32 * 1024;
 
-/// Pages with fewer records than this are hashed on the calling thread only.
-pub(crate) const PARALLEL_MIN_RECORDS: usize = 64;
-
-/// One half page for the helper.
+/// The second half of a page, for the helper.
 struct Job {
     body: Arc<String>,
-    items: Vec<Range<usize>>,
+    /// Where the guessed element starts.
+    from: usize,
     id_field: String,
     ingestion_time: Arc<str>,
 }
 
-type Hashed = Result<Vec<Record>, String>;
+/// The helper's records and the position just after the array's `]`.
+type Half = Result<(Vec<Record>, usize), JsonError>;
 
 /// The calling thread's scratch and the helper thread.
 #[derive(Default)]
@@ -40,7 +46,7 @@ pub(crate) struct PageHasher {
 
 struct Helper {
     jobs: mpsc::Sender<Job>,
-    results: mpsc::Receiver<Hashed>,
+    results: mpsc::Receiver<Half>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -57,31 +63,13 @@ impl Drop for Helper {
 
 fn start_helper() -> Option<Helper> {
     let (jobs, inbox) = mpsc::channel::<Job>();
-    let (outbox, results) = mpsc::channel::<Hashed>();
+    let (outbox, results) = mpsc::channel::<Half>();
     let thread = std::thread::Builder::new()
         .name("hash".into())
         .spawn(move || {
             let mut scratch = RecordScratch::default();
             while let Ok(job) = inbox.recv() {
-                let hashed = job
-                    .items
-                    .iter()
-                    .map(|range| {
-                        let text = job
-                            .body
-                            .get(range.clone())
-                            .ok_or("a record's span is not inside its page")?;
-                        make_record_in(
-                            &job.body,
-                            range.clone(),
-                            text,
-                            &job.id_field,
-                            &job.ingestion_time,
-                            &mut scratch,
-                        )
-                    })
-                    .collect();
-                if outbox.send(hashed).is_err() {
+                if outbox.send(read_second_half(&job, &mut scratch)).is_err() {
                     return;
                 }
             }
@@ -94,113 +82,191 @@ fn start_helper() -> Option<Helper> {
     })
 }
 
-/// Where `raw` (a slice of the page body starting at address `base`) sits in it.
-fn span(raw: &RawValue, base: usize) -> Range<usize> {
-    let start = raw.get().as_ptr() as usize - base;
-    start..start + raw.get().len()
+/// The helper's part: the elements from the guessed start to the array's end.
+fn read_second_half(job: &Job, scratch: &mut RecordScratch) -> Half {
+    let mut records = Vec::new();
+    let end = walk_elements(&job.body, job.from, false, None, &mut |at| {
+        let (record, end) = record_at(&job.body, at, &job.id_field, &job.ingestion_time, scratch)?;
+        records.push(record);
+        Ok(end)
+    })?;
+    match end {
+        ElementsEnd::Closed(end) => Ok((records, end)),
+        ElementsEnd::AtSplit => Err(JsonError::syntax("internal error: the helper met a split")),
+    }
 }
 
 impl PageHasher {
-    /// Hashes `raws` (slices of `body`) into records, in order.
-    pub(crate) fn hash_page(
+    /// Reads the list page `body`: its `array_key` elements as records, in order,
+    /// and its cursor.
+    pub(crate) fn read_page(
         &mut self,
         body: &Arc<String>,
-        raws: &[&RawValue],
+        array_key: &str,
         id_field: &str,
         ingestion_time: &Arc<str>,
-    ) -> Result<Vec<Record>, String> {
-        let (first, second) = if raws.len() < PARALLEL_MIN_RECORDS {
-            (raws, &raws[raws.len()..])
-        } else {
-            raws.split_at(raws.len() / 2)
-        };
-        if self.helper.is_none() && !second.is_empty() {
-            self.helper = start_helper();
-        }
-        let base = body.as_ptr() as usize;
-        let sent = match (&self.helper, second.is_empty()) {
-            (Some(helper), false) => {
-                let items = second.iter().map(|raw| span(raw, base)).collect();
+    ) -> Result<(Vec<Record>, Option<String>), JsonError> {
+        let text: &str = body;
+        let mut records = Vec::new();
+        let PageHasher { scratch, helper } = self;
+        let cursor = walk_page(text, array_key, &mut |start| {
+            let left = text.len() - start;
+            let guess = (left >= PARALLEL_MIN_BYTES)
+                .then(|| element_start_near(text, start + left / 2, left / 2))
+                .flatten();
+            let split = guess.filter(|&from| {
+                if helper.is_none() {
+                    *helper = start_helper();
+                }
                 let job = Job {
                     body: Arc::clone(body),
-                    items,
+                    from,
                     id_field: id_field.to_string(),
                     ingestion_time: Arc::clone(ingestion_time),
                 };
-                helper.jobs.send(job).is_ok()
+                helper.as_ref().is_some_and(|h| h.jobs.send(job).is_ok())
+            });
+            let mine = walk_elements(text, start, true, split, &mut |at| {
+                let (record, end) = record_at(body, at, id_field, ingestion_time, scratch)?;
+                records.push(record);
+                Ok(end)
+            });
+            // Always take the helper's answer, so the next page's is not confused with it.
+            let theirs = split.map(|_| {
+                let half = helper.as_ref().and_then(|h| h.results.recv().ok());
+                if half.is_none() {
+                    // A stopped helper is not restarted within a page; the next page
+                    // starts a new one.
+                    *helper = None;
+                }
+                half.unwrap_or_else(|| {
+                    Err(JsonError::syntax(
+                        "internal error: the hashing thread stopped",
+                    ))
+                })
+            });
+            match (mine?, theirs) {
+                (ElementsEnd::AtSplit, Some(half)) => {
+                    let (rest, end) = half?;
+                    records.extend(rest);
+                    Ok(end)
+                }
+                // The guess was not an element start: this thread read all of it.
+                (ElementsEnd::Closed(end), _) => Ok(end),
+                (ElementsEnd::AtSplit, None) => {
+                    Err(JsonError::syntax("internal error: a split nobody read"))
+                }
             }
-            _ => false,
-        };
-        let mut records = Vec::with_capacity(raws.len());
-        let scratch = &mut self.scratch;
-        let mine = if sent { first } else { raws };
-        for raw in mine {
-            records.push(make_record_in(
-                body,
-                span(raw, base),
-                raw.get(),
-                id_field,
-                ingestion_time,
-                scratch,
-            )?);
-        }
-        if sent {
-            let rest = self
-                .helper
-                .as_ref()
-                .and_then(|h| h.results.recv().ok())
-                .unwrap_or_else(|| Err("the hashing thread stopped".to_string()));
-            if rest.is_err() {
-                // A stopped helper is not restarted within a page; the next page
-                // starts a new one.
-                self.helper = None;
-            }
-            records.extend(rest?);
-        }
-        Ok(records)
+        })?;
+        Ok((records, cursor))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::canonical::JsonErrorKind;
+    use crate::record::make_record;
+
+    /// A page of `n` market-like records; `filler` goes into every record's text.
+    fn page(n: usize, filler: &str) -> String {
+        let records: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"ticker":"T{i}","n":{i},"s":"é\u00e9","f":"{filler}"}}"#))
+            .collect();
+        format!(r#"{{"cursor":"next","markets":[{}]}}"#, records.join(","))
+    }
+
+    /// The records one thread makes, element by element, from serde_json's split.
+    fn one_thread(body: &str) -> Vec<Record> {
+        let value: serde_json::Value = serde_json::from_str(body).expect("valid page");
+        let mut scratch = RecordScratch::default();
+        value["markets"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|v| {
+                make_record(&v.to_string(), "ticker", &"t".into(), &mut scratch).expect("record")
+            })
+            .collect()
+    }
+
+    fn read(
+        hasher: &mut PageHasher,
+        body: &str,
+    ) -> Result<(Vec<Record>, Option<String>), JsonError> {
+        hasher.read_page(
+            &Arc::new(body.to_string()),
+            "markets",
+            "ticker",
+            &"t".into(),
+        )
+    }
 
     #[test]
     fn two_threads_give_the_records_one_thread_gives() {
-        let mut body = String::from("[");
-        for i in 0..301 {
-            if i > 0 {
-                body.push(',');
+        // Plain records, then records whose strings look like element boundaries, so
+        // the guessed split lands inside a string and must be refused.
+        for filler in ["x", "},{", r#"} , {\"a\":1}],[{"#] {
+            let body = page(3001, filler);
+            assert!(body.len() > PARALLEL_MIN_BYTES);
+            let mut hasher = PageHasher::default();
+            let (records, cursor) = read(&mut hasher, &body).expect("valid page");
+            assert!(hasher.helper.is_some(), "a large page uses the helper");
+            assert_eq!(cursor.as_deref(), Some("next"));
+            let alone = one_thread(&body);
+            assert_eq!(records.len(), alone.len());
+            for (i, (record, alone)) in records.iter().zip(&alone).enumerate() {
+                assert_eq!(record.id.as_deref(), Some(format!("T{i}").as_str()));
+                assert_eq!(record.id, alone.id);
+                assert_eq!(record.hash, alone.hash);
+                assert!(matches!(
+                    record.data,
+                    crate::record::RecordData::Page { .. }
+                ));
+                let json: serde_json::Value =
+                    serde_json::from_slice(record.data.as_bytes()).expect("a record's JSON");
+                assert_eq!(json["n"], i, "record {i} with filler {filler:?}");
             }
-            body.push_str(&format!(r#"{{"ticker":"T{i}","n":{i},"s":"é\u00e9"}}"#));
         }
-        body.push(']');
-        let raws: Vec<&RawValue> = serde_json::from_str(&body).expect("array");
-        let body = Arc::new(body.clone());
-        // The RawValues must point into `body`: parse it again from the Arc.
-        let raws_in_body: Vec<&RawValue> = serde_json::from_str(&body).expect("array");
-        assert_eq!(raws.len(), raws_in_body.len());
+    }
+
+    #[test]
+    fn small_pages_stay_on_the_calling_thread() {
+        let body = page(10, "x");
         let mut hasher = PageHasher::default();
-        let both = hasher
-            .hash_page(&body, &raws_in_body, "ticker", &"t".into())
-            .expect("hashed");
-        let mut scratch = RecordScratch::default();
-        for (record, raw) in both.iter().zip(&raws_in_body) {
-            let alone = crate::record::make_record(raw.get(), "ticker", &"t".into(), &mut scratch)
-                .expect("hashed");
-            assert_eq!(record.id, alone.id);
-            assert_eq!(record.hash, alone.hash);
-            assert_eq!(record.data.as_bytes(), alone.data.as_bytes());
-            assert!(matches!(
-                record.data,
-                crate::record::RecordData::Page { .. }
-            ));
+        let (records, _) = read(&mut hasher, &body).expect("valid page");
+        assert_eq!(records.len(), 10);
+        assert!(hasher.helper.is_none());
+    }
+
+    #[test]
+    fn damage_in_either_half_rejects_the_page() {
+        let body = page(3001, "x");
+        let mut hasher = PageHasher::default();
+        for (at, kind) in [
+            (body.len() / 4, JsonErrorKind::Syntax),
+            (body.len() * 3 / 4, JsonErrorKind::Syntax),
+        ] {
+            let mut bad = body.clone();
+            // A record's number becomes a bare word.
+            let n = bad[at..].find(r#""n":"#).expect("a record") + at + 4;
+            bad.replace_range(n..n + 1, "x");
+            let err = read(&mut hasher, &bad).expect_err("damaged page");
+            assert_eq!(err.kind, kind, "{err}");
         }
-        assert_eq!(both.len(), 301);
-        // Small pages stay on the calling thread.
-        let small = hasher
-            .hash_page(&body, &raws_in_body[..10], "ticker", &"t".into())
-            .expect("hashed");
-        assert_eq!(small.len(), 10);
+        // A lone surrogate in the second half is valid JSON but no text.
+        let mut bad = body.clone();
+        let at = bad[body.len() * 3 / 4..]
+            .find("\\u00e9")
+            .expect("an escape")
+            + body.len() * 3 / 4;
+        bad.replace_range(at..at + 6, "\\ud800");
+        let err = read(&mut hasher, &bad).expect_err("lone surrogate");
+        assert_eq!(err.kind, JsonErrorKind::Unrepresentable, "{err}");
+        // Cut short in the second half.
+        let err = read(&mut hasher, &body[..body.len() * 3 / 4]).expect_err("cut");
+        assert_eq!(err.kind, JsonErrorKind::Eof, "{err}");
+        // The hasher still reads good pages afterwards.
+        assert_eq!(read(&mut hasher, &body).expect("valid page").0.len(), 3001);
     }
 }

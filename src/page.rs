@@ -1,41 +1,194 @@
 //! Parsing one list response: the array of records and the next cursor.
 //!
-//! The body is parsed once, element by element, into borrowed [`RawValue`] slices of
-//! the body (no document tree: a 19 MB `/series` response costs its bytes plus 16
-//! bytes per element). A page is accepted whole or rejected whole, so a truncated or
-//! malformed body never yields a partial set of records.
+//! A list page is parsed in one pass by `canonical`'s strict parser, which
+//! canonicalizes each array element as it validates it (so there is no second scan
+//! of the page, and no document tree: a 19 MB `/series` response costs its bytes plus
+//! its records). [`walk_page`] reads the top-level object and hands the array's
+//! contents to its caller, which reads the elements with [`walk_elements`], possibly
+//! on two threads at once (see `hasher`). A page is accepted whole or rejected whole,
+//! so a truncated or malformed body never yields a partial set of records.
+//!
+//! Detail responses (one record each) are small and go through serde_json
+//! ([`parse_single`]).
 
-use std::fmt;
-
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-/// One parsed list response.
-#[derive(Debug)]
-pub(crate) struct Page<'a> {
-    /// The array elements, each exactly as the server sent it.
-    pub(crate) records: Vec<&'a RawValue>,
-    /// The next page's cursor; `None` when missing, `null` or `""` (the end).
-    pub(crate) cursor: Option<String>,
+use crate::canonical::{Canonicalizer, JsonError, JsonErrorKind, decode, skip_ws, string_span};
+
+/// Parses `text` as an object holding `array_key` (an array, or `null` for none) and
+/// an optional `cursor`; other top-level keys (`milestones`, anything new) are
+/// checked and ignored. `array` is called with the position just after the array's
+/// `[`, reads the elements, and returns the position just after its `]`. Returns the
+/// next page's cursor: `None` when missing, `null` or `""` (the end).
+///
+/// The text is already checked to be UTF-8 (`fetch` does that once per response).
+pub(crate) fn walk_page(
+    text: &str,
+    array_key: &str,
+    array: &mut dyn FnMut(usize) -> Result<usize, JsonError>,
+) -> Result<Option<String>, JsonError> {
+    let s = text.as_bytes();
+    let mut skipped = Canonicalizer::default();
+    let mut scratch = Vec::new();
+    let mut pos = skip_ws(s, 0);
+    if s.get(pos) != Some(&b'{') {
+        return Err(JsonError::expected(
+            &format!("an object with a \"{array_key}\" array"),
+            s,
+            pos,
+        ));
+    }
+    pos = skip_ws(s, pos + 1);
+    let mut seen_array = false;
+    let mut cursor = None;
+    if s.get(pos) == Some(&b'}') {
+        pos += 1;
+    } else {
+        loop {
+            pos = skip_ws(s, pos);
+            if s.get(pos) != Some(&b'"') {
+                return Err(JsonError::expected("a key", s, pos));
+            }
+            let (key_span, has_escape) = string_span(s, pos)?;
+            pos = key_span.end;
+            let key = if has_escape {
+                decode(&text[key_span])?
+            } else {
+                text[key_span.start + 1..key_span.end - 1].to_string()
+            };
+            pos = skip_ws(s, pos);
+            if s.get(pos) != Some(&b':') {
+                return Err(JsonError::expected("':'", s, pos));
+            }
+            pos = skip_ws(s, pos + 1);
+            if key == array_key {
+                if seen_array {
+                    return Err(JsonError::syntax(format!(
+                        "the \"{array_key}\" array appears twice"
+                    )));
+                }
+                seen_array = true;
+                pos = match s.get(pos) {
+                    Some(b'[') => array(pos + 1)?,
+                    Some(b'n') if s[pos..].starts_with(b"null") => pos + 4,
+                    _ => {
+                        let end = skipped.canonicalize_at(text, pos, "", &mut scratch)?.1;
+                        return Err(JsonError::syntax(format!(
+                            "expected \"{array_key}\" to be an array, found {:.80}",
+                            &text[pos..end]
+                        )));
+                    }
+                };
+            } else {
+                scratch.clear();
+                let end = skipped.canonicalize_at(text, pos, "", &mut scratch)?.1;
+                if key == "cursor" {
+                    cursor = match s[pos] {
+                        b'n' => None,
+                        b'"' => Some(decode(&text[pos..end])?).filter(|c| !c.is_empty()),
+                        _ => {
+                            return Err(JsonError::syntax(format!(
+                                "cursor is not a string: {:.80}",
+                                &text[pos..end]
+                            )));
+                        }
+                    };
+                }
+                pos = end;
+            }
+            pos = skip_ws(s, pos);
+            match s.get(pos) {
+                Some(b',') => pos += 1,
+                Some(b'}') => {
+                    pos += 1;
+                    break;
+                }
+                _ => return Err(JsonError::expected("',' or '}'", s, pos)),
+            }
+        }
+    }
+    let after = skip_ws(s, pos);
+    if after != s.len() {
+        return Err(JsonError::syntax(format!(
+            "trailing characters after the object at byte {after}"
+        )));
+    }
+    if !seen_array {
+        return Err(JsonError::syntax(format!(
+            "missing the \"{array_key}\" array"
+        )));
+    }
+    Ok(cursor)
 }
 
-/// Parses `body` as an object holding `array_key` (an array) and an optional `cursor`.
-/// Other top-level keys (`milestones`, anything new) are ignored.
-/// The body is text already checked to be UTF-8 (`fetch` does that once per
-/// response), so strings are not checked again.
-pub(crate) fn parse_page<'a>(text: &'a str, array_key: &str) -> Result<Page<'a>, String> {
-    let body = text.as_bytes();
-    let mut de = serde_json::Deserializer::from_str(text);
-    let page = PageSeed { array_key }
-        .deserialize(&mut de)
-        .map_err(|e| describe_json_error(&e, body))?;
-    de.end().map_err(|e| describe_json_error(&e, body))?;
-    Ok(page)
+/// How [`walk_elements`] stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ElementsEnd {
+    /// At the array's `]`; the position just after it.
+    Closed(usize),
+    /// At the element that starts exactly at the `split` position asked for.
+    AtSplit,
 }
 
-/// A one-line explanation of why a body is not the JSON we expect, naming what it looks
+/// Reads array elements from `pos`: just after the `[` (`after_bracket`) or at the
+/// start of an element that follows a `,`. `element` reads the element starting at
+/// the position it is given and returns where it ends. Stops at the `]`, or before
+/// an element starting exactly at `split`.
+pub(crate) fn walk_elements(
+    text: &str,
+    mut pos: usize,
+    after_bracket: bool,
+    split: Option<usize>,
+    element: &mut dyn FnMut(usize) -> Result<usize, JsonError>,
+) -> Result<ElementsEnd, JsonError> {
+    let s = text.as_bytes();
+    pos = skip_ws(s, pos);
+    if after_bracket && s.get(pos) == Some(&b']') {
+        return Ok(ElementsEnd::Closed(pos + 1));
+    }
+    loop {
+        pos = skip_ws(s, pos);
+        if split == Some(pos) {
+            return Ok(ElementsEnd::AtSplit);
+        }
+        pos = skip_ws(s, element(pos)?);
+        match s.get(pos) {
+            Some(b',') => pos += 1,
+            Some(b']') => return Ok(ElementsEnd::Closed(pos + 1)),
+            _ => return Err(JsonError::expected("',' or ']'", s, pos)),
+        }
+    }
+}
+
+/// A likely element start near `from`: the `{` of the first `}` `,` `{` sequence
+/// (whitespace allowed between) at or after `from`, searched for no further than
+/// `window` bytes. Only a guess: the sequence may sit inside a string, which
+/// [`walk_elements`] detects (its reader never stops at the guess).
+pub(crate) fn element_start_near(text: &str, from: usize, window: usize) -> Option<usize> {
+    let s = text.as_bytes();
+    let end = from.saturating_add(window).min(s.len());
+    let mut at = from;
+    while at < end {
+        let close = at + memchr::memchr(b'}', s.get(at..end)?)?;
+        let comma = skip_ws(s, close + 1);
+        if s.get(comma) == Some(&b',') {
+            let open = skip_ws(s, comma + 1);
+            if s.get(open) == Some(&b'{') {
+                return Some(open);
+            }
+        }
+        at = close + 1;
+    }
+    None
+}
+
+/// A one-line explanation of why a page was rejected, naming what the body looks
 /// like when it is obviously something else (an HTML error page, an empty body).
-fn describe_json_error(err: &serde_json::Error, body: &[u8]) -> String {
+pub(crate) fn describe_page_error(err: &JsonError, body: &[u8]) -> String {
+    describe(body, err.kind == JsonErrorKind::Eof, &err.message)
+}
+
+fn describe(body: &[u8], eof: bool, message: &str) -> String {
     let start = body
         .iter()
         .position(|b| !b.is_ascii_whitespace())
@@ -47,10 +200,15 @@ fn describe_json_error(err: &serde_json::Error, body: &[u8]) -> String {
     if start.first() == Some(&b'<') {
         return format!("body is HTML or XML, not JSON ({} bytes)", body.len());
     }
-    if err.is_eof() {
+    if eof {
         return format!("body ends early: truncated JSON ({} bytes)", body.len());
     }
-    format!("{err} ({} bytes)", body.len())
+    format!("{message} ({} bytes)", body.len())
+}
+
+/// [`describe_page_error`] for serde_json's errors (detail responses).
+fn describe_json_error(err: &serde_json::Error, body: &[u8]) -> String {
+    describe(body, err.is_eof(), &err.to_string())
 }
 
 /// Parses a detail response: the whole body (`member` = `None`) or the value of one
@@ -76,100 +234,38 @@ pub(crate) fn parse_single<'a>(
     Ok(value)
 }
 
-struct PageSeed<'k> {
-    array_key: &'k str,
-}
-
-impl<'de> DeserializeSeed<'de> for PageSeed<'_> {
-    type Value = Page<'de>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Page<'de>, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for PageSeed<'_> {
-    type Value = Page<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "an object with a \"{}\" array", self.array_key)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Page<'de>, A::Error> {
-        let mut records = None;
-        let mut cursor = None;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if key == self.array_key {
-                records = Some(map.next_value_seed(RecordsSeed {
-                    array_key: self.array_key,
-                })?);
-            } else if key == "cursor" {
-                let value: Option<&'de RawValue> = map.next_value()?;
-                cursor = match value.map(RawValue::get) {
-                    None | Some("null") => None,
-                    Some(text) => {
-                        let parsed: String = serde_json::from_str(text).map_err(|_| {
-                            de::Error::custom(format!("cursor is not a string: {text:.80}"))
-                        })?;
-                        Some(parsed).filter(|c| !c.is_empty())
-                    }
-                };
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        let records = records.ok_or_else(|| {
-            de::Error::custom(format!("missing the \"{}\" array", self.array_key))
-        })?;
-        Ok(Page { records, cursor })
-    }
-}
-
-/// The records array: each element borrowed as raw JSON. `null` counts as empty (the
-/// API sends it for empty lists); any other non-array is an error naming the key.
-struct RecordsSeed<'k> {
-    array_key: &'k str,
-}
-
-impl<'de> DeserializeSeed<'de> for RecordsSeed<'_> {
-    type Value = Vec<&'de RawValue>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RecordsSeed<'_> {
-    type Value = Vec<&'de RawValue>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "\"{}\" to be an array", self.array_key)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(item) = seq.next_element::<&'de RawValue>()? {
-            items.push(item);
-        }
-        Ok(items)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A page's element texts and cursor, as the run reads them (one thread).
+    fn parse_page(text: &str, array_key: &str) -> Result<(Vec<String>, Option<String>), String> {
+        let mut elements = Vec::new();
+        let mut canonical = Canonicalizer::default();
+        let cursor = walk_page(text, array_key, &mut |start| {
+            let end = walk_elements(text, start, true, None, &mut |at| {
+                let end = canonical
+                    .canonicalize_at(text, at, "ticker", &mut Vec::new())?
+                    .1;
+                elements.push(text[at..end].to_string());
+                Ok(end)
+            })?;
+            match end {
+                ElementsEnd::Closed(end) => Ok(end),
+                ElementsEnd::AtSplit => unreachable!("no split was asked for"),
+            }
+        })
+        .map_err(|e| describe_page_error(&e, text.as_bytes()))?;
+        Ok((elements, cursor))
+    }
+
     #[test]
     fn parses_records_cursor_and_ignores_other_keys() {
         let body = r#"{"markets":[{"ticker":"A"}, {"ticker":"B","x":[1,2]}],"milestones":[{"m":1}],"cursor":"abc"}"#;
-        let page = parse_page(body, "markets").expect("valid page");
-        assert_eq!(page.records.len(), 2);
-        assert_eq!(page.records[1].get(), r#"{"ticker":"B","x":[1,2]}"#);
-        assert_eq!(page.cursor.as_deref(), Some("abc"));
+        let (records, cursor) = parse_page(body, "markets").expect("valid page");
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1], r#"{"ticker":"B","x":[1,2]}"#);
+        assert_eq!(cursor.as_deref(), Some("abc"));
     }
 
     #[test]
@@ -179,8 +275,8 @@ mod tests {
             r#"{"events":[],"cursor":null}"#,
             r#"{"cursor":"","events":[]}"#,
         ] {
-            let page = parse_page(body, "events").expect("valid page");
-            assert_eq!(page.cursor, None);
+            let (_, cursor) = parse_page(body, "events").expect("valid page");
+            assert_eq!(cursor, None);
         }
     }
 
@@ -207,8 +303,8 @@ mod tests {
 
     #[test]
     fn null_array_is_empty() {
-        let page = parse_page(r#"{"series":null}"#, "series").expect("valid page");
-        assert!(page.records.is_empty());
+        let (records, _) = parse_page(r#"{"series":null}"#, "series").expect("valid page");
+        assert!(records.is_empty());
     }
 
     #[test]
@@ -289,10 +385,10 @@ mod tests {
         let mut rng = crate::testgen::Rng::new(0x9E37_79B9_7F4A_7C15);
         for _ in 0..2000 {
             let (body, elements, cursor) = generated_page(&mut rng, "markets");
-            let page = parse_page(&body, "markets").unwrap_or_else(|e| panic!("{body}: {e}"));
-            let got: Vec<&str> = page.records.iter().map(|r| r.get()).collect();
+            let (got, got_cursor) =
+                parse_page(&body, "markets").unwrap_or_else(|e| panic!("{body}: {e}"));
             assert_eq!(got, elements, "{body}");
-            assert_eq!(page.cursor, cursor, "{body}");
+            assert_eq!(got_cursor, cursor, "{body}");
         }
     }
 
@@ -324,12 +420,11 @@ mod tests {
             let _ = parse_single(&bytes, None);
             // As `fetch` does: UTF-8 first, then the page.
             if let Ok(text) = std::str::from_utf8(&bytes)
-                && let Ok(page) = parse_page(text, "events")
+                && let Ok((records, _)) = parse_page(text, "events")
             {
                 parsed += 1;
-                for raw in page.records {
-                    let _ =
-                        crate::record::make_record(raw.get(), "ticker", &"t".into(), &mut scratch);
+                for raw in records {
+                    let _ = crate::record::make_record(&raw, "ticker", &"t".into(), &mut scratch);
                 }
             }
         }

@@ -24,6 +24,8 @@ use std::sync::Arc;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::canonical::JsonError;
+
 /// The version of the envelope layout written into every record (`schema_version`).
 pub(crate) const SCHEMA_VERSION: u32 = 1;
 
@@ -105,58 +107,60 @@ pub(crate) fn make_record(
     id_field: &str,
     ingestion_time: &Arc<str>,
     scratch: &mut RecordScratch,
-) -> Result<Record, String> {
-    let (id, hash, minified) = hash_record(json, id_field, scratch)?;
-    Ok(Record {
-        id,
-        hash,
-        data: RecordData::Own(minified.unwrap_or_else(|| json.as_bytes().to_vec())),
-        ingestion_time: Arc::clone(ingestion_time),
-    })
-}
-
-/// [`make_record`] for the text at `range` of `page` (`json` is that text): the
-/// record's data stays a slice of the page.
-pub(crate) fn make_record_in(
-    page: &Arc<String>,
-    range: Range<usize>,
-    json: &str,
-    id_field: &str,
-    ingestion_time: &Arc<str>,
-    scratch: &mut RecordScratch,
-) -> Result<Record, String> {
-    let (id, hash, minified) = hash_record(json, id_field, scratch)?;
-    let data = match minified {
-        Some(bytes) => RecordData::Own(bytes),
-        None => RecordData::Page {
-            page: Arc::clone(page),
-            range,
-        },
-    };
-    Ok(Record {
-        id,
-        hash,
-        data,
-        ingestion_time: Arc::clone(ingestion_time),
-    })
-}
-
-/// A record's id, its hash, and its minified text if it had whitespace to drop.
-type Hashed = (Option<String>, RecordHash, Option<Vec<u8>>);
-
-/// Hashes `json` and extracts its id.
-fn hash_record(json: &str, id_field: &str, scratch: &mut RecordScratch) -> Result<Hashed, String> {
+) -> Result<Record, JsonError> {
     scratch.bytes.clear();
     let found = scratch
         .canonical
         .canonicalize(json, id_field, &mut scratch.bytes)?;
-    let hash = RecordHash(Sha256::digest(&scratch.bytes[..]).into());
-    let minified = found.had_whitespace.then(|| {
-        let mut data = Vec::with_capacity(json.len());
-        write_minified(json.as_bytes(), &mut data);
-        data
-    });
-    Ok((found.id, hash, minified))
+    let data = if found.had_whitespace {
+        minified(json.as_bytes())
+    } else {
+        json.as_bytes().to_vec()
+    };
+    Ok(Record {
+        id: found.id,
+        hash: RecordHash(Sha256::digest(&scratch.bytes[..]).into()),
+        data: RecordData::Own(data),
+        ingestion_time: Arc::clone(ingestion_time),
+    })
+}
+
+/// Reads, hashes and checks the record whose JSON starts at byte `at` of `page` (no
+/// whitespace before it); returns it with the position just past its text. The
+/// record's data stays a slice of the page unless it had whitespace to drop.
+pub(crate) fn record_at(
+    page: &Arc<String>,
+    at: usize,
+    id_field: &str,
+    ingestion_time: &Arc<str>,
+    scratch: &mut RecordScratch,
+) -> Result<(Record, usize), JsonError> {
+    scratch.bytes.clear();
+    let (found, end) = scratch
+        .canonical
+        .canonicalize_at(page, at, id_field, &mut scratch.bytes)?;
+    let data = if found.had_whitespace {
+        RecordData::Own(minified(&page.as_bytes()[at..end]))
+    } else {
+        RecordData::Page {
+            page: Arc::clone(page),
+            range: at..end,
+        }
+    };
+    let record = Record {
+        id: found.id,
+        hash: RecordHash(Sha256::digest(&scratch.bytes[..]).into()),
+        data,
+        ingestion_time: Arc::clone(ingestion_time),
+    };
+    Ok((record, end))
+}
+
+/// `json` with the whitespace between its tokens dropped.
+fn minified(json: &[u8]) -> Vec<u8> {
+    let mut data = Vec::with_capacity(json.len());
+    write_minified(json, &mut data);
+    data
 }
 
 /// Where a record sits in its endpoint's output.
@@ -253,7 +257,7 @@ pub(crate) fn write_canonical_number(literal: &str, out: &mut Vec<u8>) {
     }
     let x: f64 = match literal.parse() {
         Ok(x) => x,
-        // serde_json has already validated the literal; keep it as is if Rust disagrees.
+        // The parser has already checked the literal; keep it as is if Rust disagrees.
         Err(_) => {
             out.extend_from_slice(literal.as_bytes());
             return;
