@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use ureq::Agent;
 use ureq::http::StatusCode;
 
+use crate::body::BufferPool;
+
 /// Settings for the HTTP client.
 #[derive(Clone, Debug)]
 pub(crate) struct ClientConfig {
@@ -126,6 +128,8 @@ pub(crate) struct Fetched {
 pub(crate) struct Client {
     agent: Agent,
     config: ClientConfig,
+    /// Buffers response bodies are read into.
+    pool: BufferPool,
 }
 
 impl Client {
@@ -141,7 +145,16 @@ impl Client {
             .accept("application/json")
             .build()
             .into();
-        Client { agent, config }
+        Client {
+            agent,
+            config,
+            pool: BufferPool::default(),
+        }
+    }
+
+    /// The pool response bodies are read into; a body's text gives its buffer back.
+    pub(crate) fn pool(&self) -> &BufferPool {
+        &self.pool
     }
 
     /// The base URL this client talks to.
@@ -221,7 +234,7 @@ impl Client {
         let capacity = declared
             .unwrap_or(64 * 1024)
             .min(self.config.max_body_bytes);
-        let mut body = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
+        let mut body = self.pool.take(usize::try_from(capacity).unwrap_or(0));
         // Read one byte past the cap so an oversized body of unknown length is detected.
         let read = response
             .body_mut()

@@ -8,6 +8,7 @@ use std::time::Duration;
 use log::{debug, error, warn};
 use serde_json::value::RawValue;
 
+use crate::body::{BufferPool, PageText};
 use crate::canonical::{JsonError, JsonErrorKind};
 use crate::client::{Client, Failure, FailureClass, Fetched};
 use crate::hasher::PageHasher;
@@ -89,9 +90,10 @@ fn parse_fetched(
     fetched: Fetched,
     shape: &Shape,
     hasher: &mut PageHasher,
+    pool: &BufferPool,
 ) -> Result<PageData, Failure> {
     let text = String::from_utf8(fetched.body).map_err(|e| not_utf8(&e))?;
-    parse_records(&Arc::new(text), shape, hasher)
+    parse_records(&PageText::pooled(text, pool), shape, hasher)
 }
 
 /// The failure for a body that is not UTF-8, checked once per response before any
@@ -121,7 +123,7 @@ fn not_utf8(err: &std::string::FromUtf8Error) -> Failure {
 }
 
 fn parse_records(
-    body: &Arc<String>,
+    body: &Arc<PageText>,
     shape: &Shape,
     hasher: &mut PageHasher,
 ) -> Result<PageData, Failure> {
@@ -242,7 +244,7 @@ impl Fetcher<'_> {
                     fetched.body.len(),
                     fetched.elapsed.as_millis()
                 );
-                parse_fetched(fetched, shape, hasher)
+                parse_fetched(fetched, shape, hasher, self.client.pool())
             });
             let outcome = match &result {
                 Ok(_) => Outcome::Success,

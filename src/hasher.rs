@@ -18,6 +18,7 @@
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
+use crate::body::PageText;
 use crate::canonical::JsonError;
 use crate::page::{ElementsEnd, element_start_near, walk_elements, walk_page};
 use crate::record::{Record, RecordScratch, record_at};
@@ -27,7 +28,7 @@ pub(crate) const PARALLEL_MIN_BYTES: usize = 32 * 1024;
 
 /// The second half of a page, for the helper.
 struct Job {
-    body: Arc<String>,
+    body: Arc<PageText>,
     /// Where the guessed element starts.
     from: usize,
     id_field: String,
@@ -101,7 +102,7 @@ impl PageHasher {
     /// and its cursor.
     pub(crate) fn read_page(
         &mut self,
-        body: &Arc<String>,
+        body: &Arc<PageText>,
         array_key: &str,
         id_field: &str,
         ingestion_time: &Arc<str>,
@@ -195,7 +196,7 @@ mod tests {
         body: &str,
     ) -> Result<(Vec<Record>, Option<String>), JsonError> {
         hasher.read_page(
-            &Arc::new(body.to_string()),
+            &PageText::alone(body.to_string()),
             "markets",
             "ticker",
             &"t".into(),

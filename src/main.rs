@@ -5,6 +5,7 @@
 //! error = gave up on an endpoint or the run; warn = a retry or an odd record;
 //! info = run and endpoint milestones; debug = each request; trace = detail.
 
+mod body;
 mod canonical;
 mod checkpoint;
 mod cli;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::body::PageText;
 use crate::canonical::JsonError;
 
 /// The version of the envelope layout written into every record (`schema_version`).
@@ -75,7 +76,7 @@ pub(crate) struct Record {
 #[derive(Debug)]
 pub(crate) enum RecordData {
     Page {
-        page: Arc<String>,
+        page: Arc<PageText>,
         range: Range<usize>,
     },
     Own(Vec<u8>),
@@ -129,7 +130,7 @@ pub(crate) fn make_record(
 /// whitespace before it); returns it with the position just past its text. The
 /// record's data stays a slice of the page unless it had whitespace to drop.
 pub(crate) fn record_at(
-    page: &Arc<String>,
+    page: &Arc<PageText>,
     at: usize,
     id_field: &str,
     ingestion_time: &Arc<str>,
