@@ -124,7 +124,9 @@ pub(crate) struct Fetched {
     pub(crate) elapsed: Duration,
 }
 
-/// The HTTP client: one agent, reused for every request of the run.
+/// The HTTP client: one agent, reused for every request of the run (a clone shares
+/// the agent's connection pool and the body buffer pool).
+#[derive(Clone)]
 pub(crate) struct Client {
     agent: Agent,
     config: ClientConfig,

@@ -182,6 +182,30 @@ pub(crate) fn element_start_near(text: &str, from: usize, window: usize) -> Opti
     None
 }
 
+/// The cursor a list page ends with, found without parsing the page: the body must
+/// end with `"cursor":"…"}` (whitespace allowed between tokens), the cursor non-empty
+/// and free of escapes. Only a guess for reading ahead: the page may still be invalid,
+/// and the real cursor is the one `walk_page` returns.
+pub(crate) fn cursor_at_end(body: &[u8]) -> Option<&str> {
+    /// `s` without its trailing whitespace and then without `last`, which must end it.
+    fn before<'b>(s: &'b [u8], last: &[u8]) -> Option<&'b [u8]> {
+        let len = s
+            .iter()
+            .rposition(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+            .map_or(0, |i| i + 1);
+        s[..len].strip_suffix(last)
+    }
+    let rest = before(before(body, b"}")?, b"\"")?;
+    let opening = memchr::memrchr(b'"', rest)?;
+    let cursor = &rest[opening + 1..];
+    let key = before(before(&rest[..opening], b":")?, b"\"cursor\"")?;
+    before(key, b",").or_else(|| before(key, b"{"))?;
+    if cursor.is_empty() || cursor.contains(&b'\\') {
+        return None;
+    }
+    std::str::from_utf8(cursor).ok()
+}
+
 /// A one-line explanation of why a page was rejected, naming what the body looks
 /// like when it is obviously something else (an HTML error page, an empty body).
 pub(crate) fn describe_page_error(err: &JsonError, body: &[u8]) -> String {
@@ -302,6 +326,32 @@ mod tests {
     }
 
     #[test]
+    fn the_cursor_at_the_end_is_found_without_parsing() {
+        for (body, want) in [
+            (r#"{"markets":[],"cursor":"abc"}"#, Some("abc")),
+            (
+                "{\"markets\": [ ] ,\n  \"cursor\" : \"c0ffee\" \n}\n",
+                Some("c0ffee"),
+            ),
+            (r#"{"cursor":"abc"}"#, Some("abc")),
+            (r#"{"markets":[],"cursor":""}"#, None),
+            (r#"{"markets":[],"cursor":null}"#, None),
+            (r#"{"cursor":"abc","markets":[]}"#, None),
+            (r#"{"markets":[],"cursor":"a\"b"}"#, None),
+            (r#"{"markets":[],"cursor":"a\\"}"#, None),
+            (r#"{"m":"\"cursor\":\"x"}"#, None),
+            (r#"{"m":{"cursor":"x"}}"#, None),
+            (r#"{"m":["cursor":"x"}"#, None),
+            (r#"{"xcursor":"abc"}"#, None),
+            (r#""cursor":"abc"}"#, None),
+            ("", None),
+            ("}", None),
+        ] {
+            assert_eq!(cursor_at_end(body.as_bytes()), want, "{body}");
+        }
+    }
+
+    #[test]
     fn null_array_is_empty() {
         let (records, _) = parse_page(r#"{"series":null}"#, "series").expect("valid page");
         assert!(records.is_empty());
@@ -383,13 +433,22 @@ mod tests {
     #[test]
     fn generated_pages_parse_to_their_elements() {
         let mut rng = crate::testgen::Rng::new(0x9E37_79B9_7F4A_7C15);
+        let mut guessed = 0;
         for _ in 0..2000 {
             let (body, elements, cursor) = generated_page(&mut rng, "markets");
             let (got, got_cursor) =
                 parse_page(&body, "markets").unwrap_or_else(|e| panic!("{body}: {e}"));
             assert_eq!(got, elements, "{body}");
             assert_eq!(got_cursor, cursor, "{body}");
+            // Reading ahead never guesses a cursor the page does not have.
+            let guess = cursor_at_end(body.as_bytes());
+            assert!(guess.is_none() || guess == cursor.as_deref(), "{body}");
+            guessed += usize::from(guess.is_some());
         }
+        assert!(
+            guessed > 100,
+            "too few pages ended with their cursor: {guessed}"
+        );
     }
 
     /// Fuzz: random damage to valid pages (cut, flipped, inserted, deleted bytes) is
@@ -419,10 +478,12 @@ mod tests {
             let _ = parse_single(&bytes, Some("events"));
             let _ = parse_single(&bytes, None);
             // As `fetch` does: UTF-8 first, then the page.
+            let guess = cursor_at_end(&bytes);
             if let Ok(text) = std::str::from_utf8(&bytes)
-                && let Ok((records, _)) = parse_page(text, "events")
+                && let Ok((records, cursor)) = parse_page(text, "events")
             {
                 parsed += 1;
+                assert!(guess.is_none() || guess == cursor.as_deref(), "{text}");
                 for raw in records {
                     let _ = crate::record::make_record(&raw, "ticker", &"t".into(), &mut scratch);
                 }

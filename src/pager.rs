@@ -132,11 +132,23 @@ impl ListPager {
             query.push(("limit", limit.to_string()));
         }
         query.extend(filter_query.iter().cloned());
-        if let Some(c) = &self.cursor {
-            query.push(("cursor", c.clone()));
-        }
-        let url = fetcher.client.url_for(spec.path, &query);
-        match fetcher.fetch_page(spec.name, &Shape::list_of(spec), page_number, &url, summary) {
+        let client = fetcher.client.clone();
+        let url_with = |cursor: Option<&str>| {
+            let mut query = query.clone();
+            if let Some(c) = cursor {
+                query.push(("cursor", c.to_string()));
+            }
+            client.url_for(spec.path, &query)
+        };
+        let url = url_with(self.cursor.as_deref());
+        let next_url = |cursor: &str| url_with(Some(cursor));
+        let shape = Shape::List {
+            array_key: spec.array_key,
+            id_field: spec.id_field,
+            // Only endpoints that page by cursor have a next page to read ahead.
+            next_url: spec.page_size.map(|_| &next_url as &dyn Fn(&str) -> String),
+        };
+        match fetcher.fetch_page(spec.name, &shape, page_number, &url, summary) {
             Ok(page) => Next::Page { page, url },
             Err(PageError::Interrupted) => Next::Interrupted,
             Err(PageError::GaveUp { failure, give_up }) => Next::GaveUp {

@@ -28,7 +28,7 @@ use crate::client::Failure;
 use crate::client::{Client, ClientConfig};
 use crate::discover;
 use crate::error::{EXIT_FATAL, EXIT_INCOMPLETE, EXIT_OK, Error};
-use crate::fetch::{Fetcher, PageError, Shape, describe_failure};
+use crate::fetch::{Fetcher, PageError, ReadAhead, Shape, describe_failure};
 use crate::ids;
 use crate::pace::{RateLimiter, SystemClock};
 use crate::pager::{Advance, DetailPager, ListPager, Next, Pager};
@@ -261,6 +261,7 @@ pub(crate) fn discover(config: &RunConfig) -> Result<PathBuf, Error> {
         contacted: false,
         requests: 0,
         hasher: Default::default(),
+        read_ahead: Default::default(),
     };
     let discovery = discover::discover(&mut fetcher)?;
     let path = discover::write(&discovery, &config.discovery_path())?;
@@ -335,6 +336,7 @@ pub(crate) fn run(config: &RunConfig) -> Result<RunOutcome, Error> {
         contacted: false,
         requests: 0,
         hasher: Default::default(),
+        read_ahead: ReadAhead::new(filters.max_records.is_none()),
     };
     let mut syncer = dir.map(Syncer::start);
     let mut summaries: Vec<EndpointSummary> = specs
@@ -987,6 +989,7 @@ fn ingest_endpoint(
     if let Pager::Detail(detail) = &pager {
         detail.report(summary);
     }
+    fetcher.drop_read_ahead(summary);
     let cursor = pager.cursor();
 
     if let EndpointEnd::Interrupted = end {
