@@ -3,8 +3,9 @@
 //! Parsing, canonicalizing and hashing records is the run's main CPU cost, and it is
 //! one pass (`page::walk_page` with `record::record_at`). A page of
 //! [`PARALLEL_MIN_BYTES`] or more is cut in two without scanning it first: the cut is
-//! a guess, the first element start after the middle of the array that looks like
-//! one (`page::element_start_near`). The helper reads the elements from the guess to
+//! a guess, the first place after the middle of the array that looks like the start
+//! of an element: `},{` and then the key the first element starts with
+//! (`page::element_start_near`). The helper reads the elements from the guess to
 //! the array's end while this thread reads from the start. The guess is confirmed
 //! only if this thread's reading arrives exactly at it (an element really starts
 //! there, so reading on from it is what one thread would have done); otherwise (the
@@ -20,7 +21,7 @@ use std::thread::JoinHandle;
 
 use crate::body::PageText;
 use crate::canonical::JsonError;
-use crate::page::{ElementsEnd, element_start_near, walk_elements, walk_page};
+use crate::page::{ElementsEnd, element_start_near, first_key, walk_elements, walk_page};
 use crate::record::{Record, RecordScratch, record_at};
 
 /// Arrays shorter than this (in bytes) are read on the calling thread only.
@@ -43,6 +44,8 @@ type Half = Result<(Vec<Record>, usize), JsonError>;
 pub(crate) struct PageHasher {
     scratch: RecordScratch,
     helper: Option<Helper>,
+    /// Pages split at a confirmed guess, and guesses refused (read on one thread).
+    splits: (u64, u64),
 }
 
 struct Helper {
@@ -109,12 +112,17 @@ impl PageHasher {
     ) -> Result<(Vec<Record>, Option<String>), JsonError> {
         let text: &str = body;
         let mut records = Vec::new();
-        let PageHasher { scratch, helper } = self;
+        let PageHasher {
+            scratch,
+            helper,
+            splits,
+        } = self;
         let cursor = walk_page(text, array_key, &mut |start| {
             let left = text.len() - start;
             let guess = (left >= PARALLEL_MIN_BYTES)
-                .then(|| element_start_near(text, start + left / 2, left / 2))
-                .flatten();
+                .then(|| first_key(text, start))
+                .flatten()
+                .and_then(|key| element_start_near(text, start + left / 2, key));
             let split = guess.filter(|&from| {
                 if helper.is_none() {
                     *helper = start_helper();
@@ -150,10 +158,14 @@ impl PageHasher {
                 (ElementsEnd::AtSplit, Some(half)) => {
                     let (rest, end) = half?;
                     records.extend(rest);
+                    splits.0 += 1;
                     Ok(end)
                 }
                 // The guess was not an element start: this thread read all of it.
-                (ElementsEnd::Closed(end), _) => Ok(end),
+                (ElementsEnd::Closed(end), theirs) => {
+                    splits.1 += u64::from(theirs.is_some());
+                    Ok(end)
+                }
                 (ElementsEnd::AtSplit, None) => {
                     Err(JsonError::syntax("internal error: a split nobody read"))
                 }
@@ -169,10 +181,11 @@ mod tests {
     use crate::canonical::JsonErrorKind;
     use crate::record::make_record;
 
-    /// A page of `n` market-like records; `filler` goes into every record's text.
+    /// A page of `n` market-like records; `filler` (a JSON value) goes into every
+    /// record.
     fn page(n: usize, filler: &str) -> String {
         let records: Vec<String> = (0..n)
-            .map(|i| format!(r#"{{"ticker":"T{i}","n":{i},"s":"é\u00e9","f":"{filler}"}}"#))
+            .map(|i| format!(r#"{{"ticker":"T{i}","n":{i},"s":"é\u00e9","f":{filler}}}"#))
             .collect();
         format!(r#"{{"cursor":"next","markets":[{}]}}"#, records.join(","))
     }
@@ -205,14 +218,22 @@ mod tests {
 
     #[test]
     fn two_threads_give_the_records_one_thread_gives() {
-        // Plain records, then records whose strings look like element boundaries, so
-        // the guessed split lands inside a string and must be refused.
-        for filler in ["x", "},{", r#"} , {\"a\":1}],[{"#] {
+        // Plain records; records whose strings look like element boundaries; records
+        // whose nested objects start with the records' own first key, so the guessed
+        // split lands inside a record and must be refused.
+        for (filler, split) in [
+            (r#""x""#, true),
+            (r#""},{""#, true),
+            (r#""} , {\"ticker\":1}],[{""#, true),
+            (r#"[{"ticker":"in"},{"ticker":"in2"}]"#, false),
+        ] {
             let body = page(3001, filler);
             assert!(body.len() > PARALLEL_MIN_BYTES);
             let mut hasher = PageHasher::default();
             let (records, cursor) = read(&mut hasher, &body).expect("valid page");
             assert!(hasher.helper.is_some(), "a large page uses the helper");
+            let want = if split { (1, 0) } else { (0, 1) };
+            assert_eq!(hasher.splits, want, "filler {filler}");
             assert_eq!(cursor.as_deref(), Some("next"));
             let alone = one_thread(&body);
             assert_eq!(records.len(), alone.len());
@@ -233,7 +254,7 @@ mod tests {
 
     #[test]
     fn small_pages_stay_on_the_calling_thread() {
-        let body = page(10, "x");
+        let body = page(10, r#""x""#);
         let mut hasher = PageHasher::default();
         let (records, _) = read(&mut hasher, &body).expect("valid page");
         assert_eq!(records.len(), 10);
@@ -242,7 +263,7 @@ mod tests {
 
     #[test]
     fn damage_in_either_half_rejects_the_page() {
-        let body = page(3001, "x");
+        let body = page(3001, r#""x""#);
         let mut hasher = PageHasher::default();
         for (at, kind) in [
             (body.len() / 4, JsonErrorKind::Syntax),

@@ -160,26 +160,45 @@ pub(crate) fn walk_elements(
     }
 }
 
-/// A likely element start near `from`: the `{` of the first `}` `,` `{` sequence
-/// (whitespace allowed between) at or after `from`, searched for no further than
-/// `window` bytes. Only a guess: the sequence may sit inside a string, which
-/// [`walk_elements`] detects (its reader never stops at the guess).
-pub(crate) fn element_start_near(text: &str, from: usize, window: usize) -> Option<usize> {
+/// A likely element start at or after `from`: the `{` of the first `}` `,` `{` `key`
+/// sequence (whitespace allowed between the tokens), where `key` is the first
+/// element's first key token, quotes included ([`first_key`]). Records of one
+/// endpoint start with the same key, objects nested in them mostly do not (a series'
+/// `settlement_sources` are `},{"name"`). Only a guess: the sequence may sit inside a
+/// string or a nested object, which [`walk_elements`] detects (its reader never
+/// stops at the guess).
+pub(crate) fn element_start_near(text: &str, from: usize, key: &[u8]) -> Option<usize> {
     let s = text.as_bytes();
-    let end = from.saturating_add(window).min(s.len());
-    let mut at = from;
-    while at < end {
-        let close = at + memchr::memchr(b'}', s.get(at..end)?)?;
-        let comma = skip_ws(s, close + 1);
-        if s.get(comma) == Some(&b',') {
-            let open = skip_ws(s, comma + 1);
-            if s.get(open) == Some(&b'{') {
-                return Some(open);
-            }
-        }
-        at = close + 1;
+    // The last byte before `at` that is not whitespace, if it is `want`.
+    let preceded_by = |at: usize, want: u8| {
+        let i = s[..at]
+            .iter()
+            .rposition(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))?;
+        (s[i] == want).then_some(i)
+    };
+    memchr::memmem::find_iter(s.get(from..)?, key)
+        .map(|at| from + at)
+        .find_map(|at| {
+            let open = preceded_by(at, b'{')?;
+            preceded_by(preceded_by(open, b',')?, b'}')?;
+            Some(open)
+        })
+}
+
+/// The first key token (quotes included) of the object starting at `start`, if the
+/// text there is an object with a key.
+pub(crate) fn first_key(text: &str, start: usize) -> Option<&[u8]> {
+    let s = text.as_bytes();
+    let open = skip_ws(s, start);
+    if s.get(open) != Some(&b'{') {
+        return None;
     }
-    None
+    let key = skip_ws(s, open + 1);
+    if s.get(key) != Some(&b'"') {
+        return None;
+    }
+    let (span, _) = string_span(s, key).ok()?;
+    s.get(span)
 }
 
 /// The cursor a list page ends with, found without parsing the page: the body must
