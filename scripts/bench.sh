@@ -6,7 +6,8 @@
 #
 # Prints one table: wall time, CPU time (user+sys), requests, records/s, peak RSS,
 # bytes written, and the ratio to the floor, for per-record files and for JSON Lines;
-# then peak RSS for a 19 MB /series response and the 1/10-size run for linearity.
+# then peak RSS for a 19 MB /series response and the 1/10-size runs for linearity,
+# each next to the floor's own growth over the same 10x (the file system's share).
 # Needs GNU time (/usr/bin/time); drops the page cache before every timed step when
 # run as root (see ../shared/benchmarking.md: a just-deleted folder slows creation).
 set -euo pipefail
@@ -97,7 +98,12 @@ for run in $(seq "$runs"); do
         mkdir -p "$out"
         timed "tool-$format-small" "$bin/kalshi-ingest" --base-url "$small_url" \
             --endpoints markets --rate 0 -q --format "$format" --out "$out"
+        "$bin/bench-floor" plan "$(ls -d "$out"/kalshi_atomic_ingestion_*)/markets" \
+            > "$work/plan-$format-small"
         rm -rf "$out"
+        timed "floor-$format-small" "$bin/bench-floor" "$format" "$work/plan-$format-small" \
+            "$work/floor-$format-small-$run" 2>/dev/null
+        rm -rf "$work/floor-$format-small-$run"
     done
     out="$work/series-$run"
     mkdir -p "$out"
@@ -129,14 +135,18 @@ if [ -n "$static_bin" ]; then
 fi
 for format in files jsonl; do
     small=$(median "tool-$format-small" 2)
-    printf '%-22s %9.2f %9.2f %9s %11.0f %9.1f\n' "$format, $((markets / 10))" "$small" \
-        "$(median "tool-$format-small" 3)" - "$(calc "($markets / 10) / $small")" \
-        "$(calc "$(median "tool-$format-small" 4) / 1024")"
+    printf '%-22s %9.2f %9.2f %9s %11.0f %9.1f %13s %8.2fx\n' "$format, $((markets / 10))" \
+        "$small" "$(median "tool-$format-small" 3)" - "$(calc "($markets / 10) / $small")" \
+        "$(calc "$(median "tool-$format-small" 4) / 1024")" - \
+        "$(calc "$small / $(median "floor-$format-small" 2)")"
 done
 printf '%-22s %9.2f %9.2f %9s %11s %9.1f %13s\n' "/series 14,000 objects" "$(median series 2)" \
     "$(median series 3)" 1 - "$(calc "$(median series 4) / 1024")" "${series_bytes}B_in"
 for format in files jsonl; do
-    printf 'linearity (%s): %s markets took %.2fx the time of %s\n' "$format" "$markets" \
-        "$(calc "$(median "tool-$format" 2) / $(median "tool-$format-small" 2)")" "$((markets / 10))"
+    printf 'linearity (%s): %s markets took %.2fx the time of %s; the floor %.2fx\n' \
+        "$format" "$markets" \
+        "$(calc "$(median "tool-$format" 2) / $(median "tool-$format-small" 2)")" \
+        "$((markets / 10))" \
+        "$(calc "$(median "floor-$format" 2) / $(median "floor-$format-small" 2)")"
 done
 rm -rf "$work"
