@@ -174,10 +174,27 @@ pub(crate) struct Position {
     pub(crate) total_records: u64,
 }
 
+/// Appends the decimal digits of `n` to `out` (no allocation: the writer thread
+/// builds a million envelopes, and musl's allocator made each small `String` count).
+fn write_decimal(mut n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 /// Appends the one-line envelope (with its trailing newline) for `record` to `out`.
 pub(crate) fn write_envelope(endpoint: &str, record: &Record, pos: Position, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.extend_from_slice(b"{\"schema_version\":");
-    out.extend_from_slice(SCHEMA_VERSION.to_string().as_bytes());
+    write_decimal(u64::from(SCHEMA_VERSION), out);
     out.extend_from_slice(b",\"endpoint\":");
     write_json_string(endpoint, out);
     out.extend_from_slice(b",\"ingestion_time\":");
@@ -188,13 +205,16 @@ pub(crate) fn write_envelope(endpoint: &str, record: &Record, pos: Position, out
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"record_hash\":\"");
-    out.extend_from_slice(record.hash.to_hex().as_bytes());
+    for byte in record.hash.0 {
+        out.push(HEX[usize::from(byte >> 4)]);
+        out.push(HEX[usize::from(byte & 0xf)]);
+    }
     out.extend_from_slice(b"\",\"batch_info\":{\"record_index\":");
-    out.extend_from_slice(pos.record_index.to_string().as_bytes());
+    write_decimal(pos.record_index, out);
     out.extend_from_slice(b",\"batch_number\":");
-    out.extend_from_slice(pos.batch_number.to_string().as_bytes());
+    write_decimal(pos.batch_number, out);
     out.extend_from_slice(b",\"total_records\":");
-    out.extend_from_slice(pos.total_records.to_string().as_bytes());
+    write_decimal(pos.total_records, out);
     out.extend_from_slice(b"},\"data\":");
     out.extend_from_slice(record.data.as_bytes());
     out.extend_from_slice(b"}\n");
@@ -585,6 +605,27 @@ mod tests {
             env["record_hash"].as_str(),
             Some(rec.hash.to_hex().as_str())
         );
+    }
+
+    #[test]
+    fn decimals_are_written_like_to_string() {
+        for n in [
+            0,
+            7,
+            9,
+            10,
+            99,
+            100,
+            1000,
+            999_999,
+            1_000_000,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut out = b"x".to_vec();
+            write_decimal(n, &mut out);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
     }
 
     #[test]
