@@ -390,9 +390,12 @@ impl Parser<'_, '_> {
                 }
                 Ok(())
             }
-            Some(b't') => self.literal(b"true", out),
-            Some(b'f') => self.literal(b"false", out),
-            Some(b'n') => self.literal(b"null", out),
+            Some(c @ (b't' | b'f' | b'n')) => {
+                let word = literal_word(c);
+                self.pos = self.literal_end(word)?;
+                out.extend_from_slice(word);
+                Ok(())
+            }
             Some(b'-' | b'0'..=b'9') => {
                 let start = self.pos;
                 self.pos = number_end(self.s, start)?;
@@ -407,43 +410,30 @@ impl Parser<'_, '_> {
     /// in the text when that is already its canonical form, else written to `values`.
     fn member_value(&mut self, values: &mut Vec<u8>) -> Result<ValueAt, JsonError> {
         let start = self.pos;
-        let in_text = match self.peek() {
+        let from = values.len();
+        match self.peek() {
             Some(b'"') => {
                 let (span, has_escape) = string_span(self.s, start)?;
+                self.pos = span.end;
                 if !has_escape {
-                    self.pos = span.end;
+                    return Ok(ValueAt::Text(span));
                 }
-                !has_escape
+                write_json_string(&decode(&self.text[span])?, values);
             }
             Some(c @ (b't' | b'f' | b'n')) => {
-                let word: &[u8] = match c {
-                    b't' => b"true",
-                    b'f' => b"false",
-                    _ => b"null",
-                };
-                let fits = self.s[start..].starts_with(word);
-                if fits {
-                    self.pos += word.len();
-                }
-                fits
+                self.pos = self.literal_end(literal_word(c))?;
+                return Ok(ValueAt::Text(start..self.pos));
             }
             Some(b'-' | b'0'..=b'9') => {
-                let end = number_end(self.s, start)?;
-                let literal = &self.s[start..end];
-                let integer = !literal.iter().any(|b| matches!(b, b'.' | b'e' | b'E'));
-                let plain = integer && literal != b"-0";
-                if plain {
-                    self.pos = end;
+                self.pos = number_end(self.s, start)?;
+                let literal = &self.text[start..self.pos];
+                if !literal.contains(['.', 'e', 'E']) && literal != "-0" {
+                    return Ok(ValueAt::Text(start..self.pos));
                 }
-                plain
+                write_canonical_number(literal, values);
             }
-            _ => false,
-        };
-        if in_text {
-            return Ok(ValueAt::Text(start..self.pos));
+            _ => self.value(values, None)?,
         }
-        let from = values.len();
-        self.value(values, None)?;
         Ok(ValueAt::Values(from..values.len()))
     }
 
@@ -467,12 +457,11 @@ impl Parser<'_, '_> {
         result
     }
 
-    fn literal(&mut self, word: &[u8], out: &mut Vec<u8>) -> Result<(), JsonError> {
+    /// Where the literal `word` starting at `pos` ends.
+    fn literal_end(&self, word: &[u8]) -> Result<usize, JsonError> {
         let rest = &self.s[self.pos..];
         if rest.starts_with(word) {
-            self.pos += word.len();
-            out.extend_from_slice(word);
-            Ok(())
+            Ok(self.pos + word.len())
         } else if word.starts_with(rest) {
             Err(JsonError::eof(self.s.len()))
         } else {
@@ -589,6 +578,15 @@ impl Parser<'_, '_> {
                 _ => return Err(JsonError::expected("',' or '}'", self.s, self.pos)),
             }
         }
+    }
+}
+
+/// The literal a value starting with `first` (`t`, `f` or `n`) must be.
+fn literal_word(first: u8) -> &'static [u8] {
+    match first {
+        b't' => b"true",
+        b'f' => b"false",
+        _ => b"null",
     }
 }
 

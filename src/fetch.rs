@@ -66,7 +66,8 @@ impl ReadAhead {
     }
 
     /// Sends the request for `url` on the read-ahead thread (started on first use
-    /// with a clone of `client`), replacing any pending one.
+    /// with a clone of `client`). Nothing is pending then: the attempt that calls
+    /// this has just taken any pending answer with [`ReadAhead::answer_for`].
     fn request(&mut self, client: &Client, url: String) {
         if !self.enabled {
             return;

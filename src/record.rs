@@ -37,13 +37,18 @@ pub(crate) struct RecordHash(pub(crate) [u8; 32]);
 impl RecordHash {
     /// Lowercase hex, as written in `record_hash`.
     pub(crate) fn to_hex(self) -> String {
+        let mut out = Vec::with_capacity(64);
+        self.write_hex(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends the lowercase hex to `out`.
+    fn write_hex(self, out: &mut Vec<u8>) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(64);
         for byte in self.0 {
-            out.push(HEX[usize::from(byte >> 4)] as char);
-            out.push(HEX[usize::from(byte & 0xf)] as char);
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0xf)]);
         }
-        out
     }
 
     /// The first 128 bits, the key of the deduplication index.
@@ -192,7 +197,6 @@ fn write_decimal(mut n: u64, out: &mut Vec<u8>) {
 
 /// Appends the one-line envelope (with its trailing newline) for `record` to `out`.
 pub(crate) fn write_envelope(endpoint: &str, record: &Record, pos: Position, out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.extend_from_slice(b"{\"schema_version\":");
     write_decimal(u64::from(SCHEMA_VERSION), out);
     out.extend_from_slice(b",\"endpoint\":");
@@ -205,10 +209,7 @@ pub(crate) fn write_envelope(endpoint: &str, record: &Record, pos: Position, out
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"record_hash\":\"");
-    for byte in record.hash.0 {
-        out.push(HEX[usize::from(byte >> 4)]);
-        out.push(HEX[usize::from(byte & 0xf)]);
-    }
+    record.hash.write_hex(out);
     out.extend_from_slice(b"\",\"batch_info\":{\"record_index\":");
     write_decimal(pos.record_index, out);
     out.extend_from_slice(b",\"batch_number\":");
