@@ -850,17 +850,8 @@ mod tests {
             crate::testgen::json_value(&mut rng, 0, &mut doc);
             let mut bytes = doc.into_bytes();
             for _ in 0..rng.below(3) {
-                let at = rng.below(bytes.len() as u64 + 1) as usize;
-                match rng.below(4) {
-                    0 => bytes.truncate(at),
-                    1 if at < bytes.len() => bytes[at] = rng.below(128) as u8,
-                    2 => bytes.insert(at, rng.pick(b"{}[]\",:\\0e-.+ \tu\n\x01")),
-                    _ if at < bytes.len() => {
-                        let end = (at + rng.below(4) as usize).min(bytes.len());
-                        bytes.drain(at..end);
-                    }
-                    _ => {}
-                }
+                let inserts = b"{}[]\",:\\0e-.+ \tu\n\x01";
+                crate::testgen::damage_once(&mut rng, &mut bytes, 128, inserts, 4);
             }
             let Ok(text) = std::str::from_utf8(&bytes) else {
                 continue;

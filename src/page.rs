@@ -482,17 +482,8 @@ mod tests {
             let (body, _, _) = generated_page(&mut rng, "events");
             let mut bytes = body.into_bytes();
             for _ in 0..=rng.below(3) {
-                let at = rng.below(bytes.len() as u64 + 1) as usize;
-                match rng.below(4) {
-                    0 => bytes.truncate(at),
-                    1 if at < bytes.len() => bytes[at] = rng.below(256) as u8,
-                    2 => bytes.insert(at, rng.pick(b"{}[]\",:\\0e-. \xff\xc3")),
-                    _ if at < bytes.len() => {
-                        let end = (at + rng.below(8) as usize).min(bytes.len());
-                        bytes.drain(at..end);
-                    }
-                    _ => {}
-                }
+                let inserts = b"{}[]\",:\\0e-. \xff\xc3";
+                crate::testgen::damage_once(&mut rng, &mut bytes, 256, inserts, 8);
             }
             let _ = parse_single(&bytes, Some("events"));
             let _ = parse_single(&bytes, None);

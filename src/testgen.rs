@@ -28,6 +28,29 @@ impl Rng {
     }
 }
 
+/// Damages `bytes` once, at a random place: cuts the text there, sets that byte to
+/// one below `flip_below`, inserts one of `inserts`, or deletes up to
+/// `delete_below - 1` bytes from there.
+pub(crate) fn damage_once(
+    rng: &mut Rng,
+    bytes: &mut Vec<u8>,
+    flip_below: u64,
+    inserts: &[u8],
+    delete_below: u64,
+) {
+    let at = rng.below(bytes.len() as u64 + 1) as usize;
+    match rng.below(4) {
+        0 => bytes.truncate(at),
+        1 if at < bytes.len() => bytes[at] = rng.below(flip_below) as u8,
+        2 => bytes.insert(at, rng.pick(inserts)),
+        _ if at < bytes.len() => {
+            let end = (at + rng.below(delete_below) as usize).min(bytes.len());
+            bytes.drain(at..end);
+        }
+        _ => {}
+    }
+}
+
 /// Whitespace JSON allows between tokens.
 fn whitespace(rng: &mut Rng) -> &'static str {
     rng.pick(&[" ", "", "\n", "\t "])
