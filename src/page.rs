@@ -169,20 +169,22 @@ pub(crate) fn walk_elements(
 /// stops at the guess).
 pub(crate) fn element_start_near(text: &str, from: usize, key: &[u8]) -> Option<usize> {
     let s = text.as_bytes();
-    // The last byte before `at` that is not whitespace, if it is `want`.
-    let preceded_by = |at: usize, want: u8| {
-        let i = s[..at]
-            .iter()
-            .rposition(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))?;
-        (s[i] == want).then_some(i)
-    };
     memchr::memmem::find_iter(s.get(from..)?, key)
         .map(|at| from + at)
         .find_map(|at| {
-            let open = preceded_by(at, b'{')?;
-            preceded_by(preceded_by(open, b',')?, b'}')?;
+            let open = before(&s[..at], b"{")?.len();
+            before(before(&s[..open], b",")?, b"}")?;
             Some(open)
         })
+}
+
+/// `s` without its trailing whitespace and then without `last`, which must end it.
+fn before<'b>(s: &'b [u8], last: &[u8]) -> Option<&'b [u8]> {
+    let len = s
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+        .map_or(0, |i| i + 1);
+    s[..len].strip_suffix(last)
 }
 
 /// The first key token (quotes included) of the object starting at `start`, if the
@@ -206,14 +208,6 @@ pub(crate) fn first_key(text: &str, start: usize) -> Option<&[u8]> {
 /// and free of escapes. Only a guess for reading ahead: the page may still be invalid,
 /// and the real cursor is the one `walk_page` returns.
 pub(crate) fn cursor_at_end(body: &[u8]) -> Option<&str> {
-    /// `s` without its trailing whitespace and then without `last`, which must end it.
-    fn before<'b>(s: &'b [u8], last: &[u8]) -> Option<&'b [u8]> {
-        let len = s
-            .iter()
-            .rposition(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
-            .map_or(0, |i| i + 1);
-        s[..len].strip_suffix(last)
-    }
     let rest = before(before(body, b"}")?, b"\"")?;
     let opening = memchr::memrchr(b'"', rest)?;
     let cursor = &rest[opening + 1..];
